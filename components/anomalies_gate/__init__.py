@@ -1,0 +1,1 @@
+"""Stops a pipeline run when ExampleValidator found data anomalies."""

@@ -1,0 +1,1 @@
+"""Custom ExampleGen for folders of labelled images."""

@@ -1,0 +1,65 @@
+"""ImageExampleGen: a FileBasedExampleGen for folders of labelled images."""
+from typing import Optional
+
+from tfx.components.example_gen import driver, utils
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.proto import example_gen_pb2, range_config_pb2
+from tfx.types import artifact, channel, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.image_example_gen import executor
+from modules import features
+
+
+class IngestionReport(artifact.Artifact):
+    """What ingestion accepted, converted and rejected (report.json), per reason and file."""
+    TYPE_NAME = 'petpark.IngestionReport'
+
+
+class ImageExampleGenSpec(ComponentSpec):
+    """FileBasedExampleGen's parameters plus a bad-file budget; an extra report output."""
+    PARAMETERS = {
+        **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
+        executor.MAX_BAD_FRACTION_KEY: ExecutionParameter(type=float),
+    }
+    INPUTS = {}
+    OUTPUTS = {
+        standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.INGESTION_REPORT_KEY: ChannelParameter(type=IngestionReport),
+    }
+
+
+class ImageExampleGen(base_beam_component.BaseBeamComponent):
+    """Reads `<input_base>/<pattern>` image files (class folders or `cat.123.jpg` names)
+    and an optional `metadata.csv` beside them into tf.Examples, split by a hash of the
+    image id. `{SPAN}` in the pattern selects the latest span, as in TFX's ExampleGens.
+
+    Outputs: `examples` (train/eval splits) and `ingestion_report`.
+    """
+    SPEC_CLASS = ImageExampleGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+    DRIVER_CLASS = driver.FileBasedDriver
+
+    def __init__(self, input_base: str, input_pattern: str = '*/*', train_fraction: float = 0.8,
+                 max_bad_fraction: float = 0.1,
+                 range_config: Optional[range_config_pb2.RangeConfig] = None):
+        if not 0.0 < train_fraction < 1.0:
+            raise ValueError(f'train_fraction must be strictly between 0 and 1, got {train_fraction}')
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f'max_bad_fraction must be between 0 and 1, got {max_bad_fraction}')
+        train_buckets = round(train_fraction * 100)
+        output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
+            splits=[example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
+                    example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=100 - train_buckets)],
+            partition_feature_name=features.IMAGE_ID_KEY))
+        spec = ImageExampleGenSpec(
+            input_base=input_base,
+            input_config=utils.make_default_input_config(input_pattern),
+            output_config=output_config,
+            range_config=range_config,
+            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            max_bad_fraction=max_bad_fraction,
+            examples=channel.Channel(type=standard_artifacts.Examples),
+            ingestion_report=channel.Channel(type=IngestionReport))
+        super().__init__(spec=spec)

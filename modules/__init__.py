@@ -1,0 +1,1 @@
+"""TFX module code (Transform, Tuner, Trainer). TFX packages this folder into a wheel."""

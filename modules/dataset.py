@@ -1,0 +1,19 @@
+"""Batched (features, label) datasets over Transform's output, for the Tuner and Trainer."""
+from typing import List
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+
+from modules import features
+
+
+def make_dataset(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
+                 batch_size: int, shuffle: bool = True, seed: int = 0) -> tf.data.Dataset:
+    """Endless dataset of ({image_xf: [B, H, W, 3]}, label [B, 1] float32)."""
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF,
+                                       shuffle=shuffle, shuffle_seed=seed),
+        tf_transform_output.transformed_metadata.schema)
+    return dataset.map(lambda x, y: (x, tf.cast(tf.reshape(y, [-1, 1]), tf.float32)))

@@ -1,0 +1,31 @@
+"""Names and constants shared by every stage: one place names each feature."""
+
+# Raw features written by the ImageExampleGen.
+IMAGE_KEY = 'image_raw'
+LABEL_KEY = 'label'
+IMAGE_ID_KEY = 'image_id'
+WIDTH_KEY = 'width'
+HEIGHT_KEY = 'height'
+BRIGHTNESS_KEY = 'brightness'
+GRAYSCALE_KEY = 'is_grayscale'
+CAMERA_KEY = 'camera_id'
+CAPTURED_AT_KEY = 'captured_at'
+LIGHTING_KEY = 'lighting'
+
+# Class names in output order: index 1 is the positive class for binary metrics.
+LABELS = ('cat', 'dog')
+POSITIVE_CLASS_ID = 1
+
+# Lighting values derived from capture time or, failing that, brightness.
+LIGHTING_VALUES = ('day', 'night')
+NIGHT_BRIGHTNESS = 0.25  # mean luma in [0, 1] below which a frame counts as night
+NIGHT_HOURS = frozenset(list(range(0, 6)) + list(range(20, 24)))
+
+# Features Transform produces.
+IMAGE_XF = 'image_xf'
+LABEL_XF = 'label_xf'
+
+# Serving signatures.
+EXAMPLES_SIGNATURE = 'serving_default'
+IMAGE_BYTES_SIGNATURE = 'serving_image_bytes'
+PIXELS_SIGNATURE = 'serving_pixels'

@@ -1,0 +1,49 @@
+"""Transform's preprocessing_fn: decode, resize to the model's input size, scale to [0, 1].
+
+The same graph runs inside every serving signature, so training and serving see
+identical pixels.
+"""
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from modules import features
+
+DEFAULT_IMAGE_SIZE = 64
+
+
+def image_size(custom_config: Optional[Dict[str, Any]]) -> int:
+    """Model input size (pixels per side) from Transform/Trainer custom_config."""
+    size = int((custom_config or {}).get('image_size', DEFAULT_IMAGE_SIZE))
+    if size < 16:
+        raise ValueError(f'image_size must be at least 16 pixels, got {size}')
+    return size
+
+
+def decode_and_resize(encoded: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP strings [batch] -> float32 [batch, size, size, 3] in [0, 1]."""
+    def decode_one(data: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
+        return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+
+    return tf.map_fn(decode_one, tf.reshape(encoded, [-1]),
+                     fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+
+
+def label_index(labels: tf.Tensor) -> tf.Tensor:
+    """Class name strings -> int64 index into features.LABELS (-1 for unknown names)."""
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(features.LABELS), tf.range(len(features.LABELS), dtype=tf.int64)),
+        default_value=-1)
+    return table.lookup(tf.reshape(labels, [-1]))
+
+
+def preprocessing_fn(inputs: Dict[str, tf.Tensor],
+                     custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
+    """Raw features -> {image_xf, label_xf}; the label is optional (absent at serving)."""
+    outputs = {features.IMAGE_XF: decode_and_resize(inputs[features.IMAGE_KEY], image_size(custom_config))}
+    if features.LABEL_KEY in inputs:
+        outputs[features.LABEL_XF] = label_index(inputs[features.LABEL_KEY])
+    return outputs

@@ -1,0 +1,95 @@
+"""run_fn: trains the tf_keras classifier and exports it with its serving signatures.
+
+Signatures (each runs the Transform graph, so serving matches training):
+  serving_default      serialized tf.Example `inputs` -> `classes`, `scores` (a TF Serving
+                       classification signature; also what the Evaluator calls)
+  serving_image_bytes  encoded image `image_bytes` -> `classes`, `scores` (REST {"b64": ...})
+  serving_pixels       float `pixels` [N, H, W, 3] in [0, 1] -> `scores` (for ONNX export)
+`scores` are [P(cat), P(dog)]; `classes` the matching names.
+"""
+import os
+from typing import Dict
+
+import keras_tuner
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+from tensorflow.core.protobuf import saved_model_pb2
+from tfx.components.trainer.fn_args_utils import FnArgs
+
+from modules import dataset, features, model, preprocessing
+
+
+def _classify(net: tf_keras.Model, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
+    dog = tf.reshape(net(pixels, training=False), [-1])
+    scores = tf.stack([1.0 - dog, dog], axis=1)
+    classes = tf.tile(tf.constant([features.LABELS]), [tf.shape(dog)[0], 1])
+    return {'classes': classes, 'scores': scores}
+
+
+def export_serving_model(net: tf_keras.Model, transform_output: tft.TFTransformOutput,
+                         export_dir: str) -> None:
+    """Saves `net` with the three serving signatures."""
+    net.tft_layer = transform_output.transform_features_layer()
+    image_spec = {features.IMAGE_KEY: transform_output.raw_feature_spec()[features.IMAGE_KEY]}
+    image_shape = net.input_shape[1:]
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
+    def serve_examples(inputs):
+        parsed = tf.io.parse_example(inputs, image_spec)
+        return _classify(net, net.tft_layer(parsed)[features.IMAGE_XF])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+    def serve_image_bytes(image_bytes):
+        raw = {features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}
+        return _classify(net, net.tft_layer(raw)[features.IMAGE_XF])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *image_shape], tf.float32, name='pixels')])
+    def serve_pixels(pixels):
+        return {'scores': _classify(net, pixels)['scores']}
+
+    net.save(export_dir, save_format='tf', signatures={
+        features.EXAMPLES_SIGNATURE: serve_examples,
+        features.IMAGE_BYTES_SIGNATURE: serve_image_bytes,
+        features.PIXELS_SIGNATURE: serve_pixels,
+    })
+    _mark_as_classification(export_dir, features.EXAMPLES_SIGNATURE)
+
+
+def _mark_as_classification(export_dir: str, signature_name: str) -> None:
+    """TF2 saves every signature as 'predict'; TF Serving's Classify API needs 'classify'."""
+    path = os.path.join(export_dir, 'saved_model.pb')
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, 'rb') as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[signature_name].method_name = tf.saved_model.CLASSIFY_METHOD_NAME
+    with tf.io.gfile.GFile(path, 'wb') as f:
+        f.write(saved_model.SerializeToString())
+
+
+def run_fn(fn_args: FnArgs) -> None:
+    """Trains on Transform's output and exports to fn_args.serving_model_dir.
+
+    Hyperparameters come from the Tuner when it ran, else from
+    custom_config['hyperparameters']. custom_config also holds epochs, batch_size,
+    image_size, backbone, backbone_weights and seed.
+    """
+    config = fn_args.custom_config or {}
+    tf_keras.utils.set_random_seed(int(config.get('seed', 0)))
+    if fn_args.hyperparameters:
+        hp = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters)
+    else:
+        hp = model.hyperparameters(config.get('hyperparameters'))
+    transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    batch_size = int(config.get('batch_size', 32))
+    epochs = int(config.get('epochs', 5))
+    train = dataset.make_dataset(fn_args.train_files, fn_args.data_accessor, transform_output, batch_size)
+    evaluation = dataset.make_dataset(fn_args.eval_files, fn_args.data_accessor, transform_output,
+                                      batch_size, shuffle=False)
+    net = model.build_model(tf_keras, hp, preprocessing.image_size(config),
+                            config.get('backbone', 'cnn'), config.get('backbone_weights'))
+    net.fit(train, epochs=epochs, steps_per_epoch=max(1, fn_args.train_steps // epochs),
+            validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2,
+            callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+    export_serving_model(net, transform_output, fn_args.serving_model_dir)

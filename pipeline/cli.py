@@ -1,0 +1,93 @@
+"""`petpark` command line: synth (write the default dataset) and run (the whole pipeline)."""
+import argparse
+import datetime
+import os
+import sys
+from typing import List, Optional
+
+from pipeline import config, console, synthetic_data
+
+
+def _synth(args: argparse.Namespace) -> int:
+    rows = synthetic_data.generate(args.out, args.count, args.seed)
+    print(f'Wrote {len(rows)} images and {synthetic_data.METADATA_FILE} to {os.path.abspath(args.out)}')
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    overrides = {'data_root': args.data_root, 'home': args.home, 'input_pattern': args.input_pattern,
+                 'backbone': args.backbone, 'backbone_weights': args.backbone_weights, 'tune': args.tune}
+    for assignment in args.set or []:
+        name, sep, value = assignment.partition('=')
+        if not sep:
+            raise ValueError(f'--set expects NAME=VALUE, got {assignment!r}')
+        overrides[name.strip()] = value
+    return overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = config.Settings.from_env(_overrides(args))
+    if not settings.data_root and not synthetic_data.exists(settings.synthetic_data_root):
+        print(f'Generating {settings.synthetic_count} synthetic images into {settings.synthetic_data_root}')
+        synthetic_data.generate(settings.synthetic_data_root, settings.synthetic_count, settings.seed)
+    stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    log_path = os.path.join(settings.home, 'logs', f'{settings.pipeline_name}-{stamp}.log')
+    with console.Console(args.verbose, log_path) as terminal:
+        out = terminal.out
+        out.write(f'petpark: pipeline {settings.pipeline_name!r} on {settings.input_base}\n'
+                  f'  home {settings.home}\n')
+        if not args.verbose:
+            out.write(f'  full log {log_path}\n')
+        from pipeline import local_runner, summary  # heavy imports, after output is redirected
+        try:
+            local_runner.run(settings)
+        except Exception as e:  # report which component failed and why, then exit non-zero
+            failed = terminal.current_component or 'pipeline'
+            out.write(f'  x {failed} FAILED: {type(e).__name__}: {e}\n')
+            if not args.verbose:
+                out.write(f'  full log {log_path}\n')
+            return 1
+        out.write('\n' + '\n'.join(summary.describe(
+            summary.latest_run(settings.metadata_path, settings.pipeline_name))) + '\n')
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='petpark', description=__doc__)
+    commands = parser.add_subparsers(dest='command', required=True)
+
+    synth = commands.add_parser('synth', help='write the synthetic pet-park dataset')
+    synth.add_argument('--out', required=True, help='output folder (class folders + metadata.csv)')
+    synth.add_argument('--count', type=int, required=True, help='number of images')
+    synth.add_argument('--seed', type=int, default=0, help='seed (same seed, same images)')
+    synth.set_defaults(func=_synth)
+
+    run = commands.add_parser('run', help='run the whole pipeline locally (Beam DirectRunner)',
+                              description='Settings come from PETPARK_* environment variables; '
+                                          'flags override them. See README for every setting.')
+    run.add_argument('--data-root', help='input images (PETPARK_DATA_ROOT)')
+    run.add_argument('--home', help='pipeline root, MLMD and serving directory (PETPARK_HOME)')
+    run.add_argument('--input-pattern', help='glob under the data root (PETPARK_INPUT_PATTERN)')
+    run.add_argument('--backbone', choices=['cnn', 'mobilenet'], help='PETPARK_BACKBONE')
+    run.add_argument('--backbone-weights', help='PETPARK_BACKBONE_WEIGHTS: local .h5 path or imagenet')
+    run.add_argument('--tune', action=argparse.BooleanOptionalAction, default=None,
+                     help='run the KerasTuner search (PETPARK_TUNE)')
+    run.add_argument('--set', action='append', metavar='NAME=VALUE',
+                     help=f"any other setting by name: {', '.join(sorted(config.SETTINGS))}")
+    run.add_argument('--verbose', action='store_true', help='show TF/absl/Beam logs instead of a log file')
+    run.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    console.quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f'petpark: error: {e}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

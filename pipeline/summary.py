@@ -1,0 +1,114 @@
+"""Reads a pipeline run back from MLMD: component states, metrics, blessing, push."""
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+import ml_metadata as mlmd
+import tensorflow_model_analysis as tfma
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration import metadata
+
+from modules import features
+
+_STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+METRIC_COLUMNS = (('example_count', 'n'), ('binary_accuracy', 'accuracy'), ('precision', 'precision'),
+                  ('recall', 'recall'), ('auc', 'auc'))
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What one pipeline run did, by node id."""
+    run_id: str
+    states: Dict[str, str]
+    outputs: Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]]
+
+    def output(self, node: str, key: str) -> Optional[metadata_store_pb2.Artifact]:
+        artifacts = self.outputs.get(node, {}).get(key, [])
+        return artifacts[-1] if artifacts else None
+
+
+def latest_run(metadata_path: str, pipeline_name: str) -> RunRecord:
+    """The newest run of `pipeline_name` recorded in the MLMD sqlite file."""
+    store = mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
+    runs = [c for c in store.get_contexts_by_type('pipeline_run')
+            if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(c.id))]
+    if not runs:
+        raise LookupError(f'No run of pipeline {pipeline_name!r} in {metadata_path}')
+    run = max(runs, key=lambda c: c.id)
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    node_of = {}
+    for execution in executions:
+        for context in store.get_contexts_by_execution(execution.id):
+            if store.get_context_types_by_id([context.type_id])[0].name == 'node':
+                node_of[execution.id] = context.name.split('.', 1)[-1]
+    states = {node_of[e.id]: _STATE_NAMES[e.last_known_state] for e in executions if e.id in node_of}
+    outputs: Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]] = {}
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    output_events = [e for e in events if e.type == metadata_store_pb2.Event.OUTPUT and e.execution_id in node_of]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in output_events])}
+    for event in output_events:
+        key = event.path.steps[0].key if event.path.steps else ''
+        outputs.setdefault(node_of[event.execution_id], {}).setdefault(key, []).append(artifacts[event.artifact_id])
+    return RunRecord(run.name, states, outputs)
+
+
+def slice_metrics(evaluation_uri: str) -> List[Tuple[str, Dict[str, float]]]:
+    """(slice name, {metric: value}) for P(dog), overall first, then by slice name."""
+    rows = []
+    for result in tfma.load_metrics(evaluation_uri):
+        values = {}
+        for item in result.metric_keys_and_values:
+            name = item.key.name
+            if item.key.HasField('sub_key') and item.key.sub_key.class_id.value != features.POSITIVE_CLASS_ID:
+                continue
+            if item.value.HasField('double_value') and not item.key.is_diff:
+                values[name] = item.value.double_value.value
+        slice_name = ', '.join(f'{k}={v.decode() if isinstance(v, bytes) else v}'
+                               for k, v in tfma.slicer.deserialize_slice_key(result.slice_key)) or 'overall'
+        rows.append((slice_name, values))
+    rows.sort(key=lambda row: (row[0] != 'overall', row[0]))
+    return rows
+
+
+def _custom(artifact: Optional[metadata_store_pb2.Artifact], name: str):
+    if artifact is None or name not in artifact.custom_properties:
+        return None
+    value = artifact.custom_properties[name]
+    return getattr(value, value.WhichOneof('value'))
+
+
+def describe(run: RunRecord) -> List[str]:
+    """Human-readable summary lines of `run`."""
+    lines = [f'Run {run.run_id}: ' + ', '.join(f'{node} {state}' for node, state in run.states.items())]
+    report_artifact = run.output('ImageExampleGen', 'ingestion_report')
+    if report_artifact is not None:
+        with open(os.path.join(report_artifact.uri, 'report.json')) as f:
+            report = json.load(f)
+        lines.append(f"Data: {report['examples']} examples from {report['total_files']} files; "
+                     f"converted {report['converted'] or 'none'}; rejected {report['rejected'] or 'none'}"
+                     f" (report: {report_artifact.uri}/report.json)")
+    evaluation = run.output('Evaluator', 'evaluation')
+    if evaluation is not None:
+        lines.append('Evaluation on the eval split (positive class: dog, threshold 0.5):')
+        lines.append(f"  {'slice':<34}" + ''.join(f'{title:>10}' for _, title in METRIC_COLUMNS))
+        for slice_name, values in slice_metrics(evaluation.uri):
+            cells = ''.join(f'{values[key]:>10.0f}' if key == 'example_count' else f'{values[key]:>10.3f}'
+                            if key in values else f"{'-':>10}" for key, _ in METRIC_COLUMNS)
+            lines.append(f'  {slice_name:<34}{cells}')
+    blessing = run.output('Evaluator', 'blessing')
+    if blessing is not None:
+        blessed = _custom(blessing, 'blessed') == 1
+        lines.append(f"Blessing: {'BLESSED' if blessed else 'NOT blessed'}")
+        if not blessed and evaluation is not None:
+            validation = tfma.load_validation_result(evaluation.uri)
+            for failure in validation.metric_validations_per_slice:
+                for failed in failure.failures:
+                    lines.append(f'  failed: {failed.metric_key.name} = {failed.metric_value.double_value.value:.3f}'
+                                 f' ({failed.message})')
+    pushed = run.output('Pusher', 'pushed_model')
+    if _custom(pushed, 'pushed') == 1:
+        lines.append(f"Pushed: {_custom(pushed, 'pushed_destination')}")
+    elif pushed is not None:
+        lines.append('Pushed: nothing (model not blessed)')
+    return lines
