@@ -16,4 +16,5 @@ def make_dataset(file_pattern: List[str], data_accessor, tf_transform_output: tf
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF,
                                        shuffle=shuffle, shuffle_seed=seed),
         tf_transform_output.transformed_metadata.schema)
-    return dataset.map(lambda x, y: (x, tf.cast(tf.reshape(y, [-1, 1]), tf.float32)))
+    return dataset.map(lambda x, y: ({features.IMAGE_XF: x[features.IMAGE_XF]},
+                                     tf.cast(tf.reshape(y, [-1, 1]), tf.float32)))

@@ -24,6 +24,7 @@ NIGHT_HOURS = frozenset(list(range(0, 6)) + list(range(20, 24)))
 # Features Transform produces.
 IMAGE_XF = 'image_xf'
 LABEL_XF = 'label_xf'
+IMAGE_ID_XF = 'image_id_xf'  # passed through so Transform output can be traced to its image
 
 # Serving signatures.
 EXAMPLES_SIGNATURE = 'serving_default'

@@ -43,7 +43,7 @@ def declare_search_space(hp: keras_tuner.HyperParameters,
 
 def build_model(keras: ModuleType, hp: keras_tuner.HyperParameters, image_size: int,
                 backbone: str = 'cnn', backbone_weights: Optional[str] = None):
-    """A compiled binary classifier: pixels [size, size, 3] in [0, 1] -> P(dog).
+    """A compiled binary classifier: {image_xf: pixels [size, size, 3] in [0, 1]} -> P(dog).
 
     backbone: 'cnn' (small conv net trained from scratch) or 'mobilenet' (MobileNet v1
     alpha 0.25; backbone_weights is a local .h5 path, 'imagenet' to download, or None).
@@ -74,7 +74,7 @@ def build_model(keras: ModuleType, hp: keras_tuner.HyperParameters, image_size: 
     x = layers.Dense(hp.get('dense_units'), activation='relu')(x)
     x = layers.Dropout(hp.get('dropout'))(x)
     outputs = layers.Dense(1, activation='sigmoid', name='probability')(x)
-    model = keras.Model(inputs, outputs)
+    model = keras.Model({features.IMAGE_XF: inputs}, outputs)
     model.compile(optimizer=keras.optimizers.Adam(hp.get('learning_rate')),
                   loss='binary_crossentropy',
                   metrics=[keras.metrics.BinaryAccuracy(name='binary_accuracy')])

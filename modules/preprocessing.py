@@ -42,8 +42,10 @@ def label_index(labels: tf.Tensor) -> tf.Tensor:
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                      custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
-    """Raw features -> {image_xf, label_xf}; the label is optional (absent at serving)."""
+    """Raw features -> {image_xf, label_xf, image_id_xf}; label and id are absent at serving."""
     outputs = {features.IMAGE_XF: decode_and_resize(inputs[features.IMAGE_KEY], image_size(custom_config))}
+    if features.IMAGE_ID_KEY in inputs:
+        outputs[features.IMAGE_ID_XF] = tf.reshape(inputs[features.IMAGE_ID_KEY], [-1])
     if features.LABEL_KEY in inputs:
         outputs[features.LABEL_XF] = label_index(inputs[features.LABEL_KEY])
     return outputs

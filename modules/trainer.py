@@ -21,7 +21,7 @@ from modules import dataset, features, model, preprocessing
 
 
 def _classify(net: tf_keras.Model, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
-    dog = tf.reshape(net(pixels, training=False), [-1])
+    dog = tf.reshape(net({features.IMAGE_XF: pixels}, training=False), [-1])
     scores = tf.stack([1.0 - dog, dog], axis=1)
     classes = tf.tile(tf.constant([features.LABELS]), [tf.shape(dog)[0], 1])
     return {'classes': classes, 'scores': scores}
@@ -32,7 +32,7 @@ def export_serving_model(net: tf_keras.Model, transform_output: tft.TFTransformO
     """Saves `net` with the three serving signatures."""
     net.tft_layer = transform_output.transform_features_layer()
     image_spec = {features.IMAGE_KEY: transform_output.raw_feature_spec()[features.IMAGE_KEY]}
-    image_shape = net.input_shape[1:]
+    image_shape = transform_output.transformed_feature_spec()[features.IMAGE_XF].shape
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
     def serve_examples(inputs):
@@ -81,7 +81,7 @@ def run_fn(fn_args: FnArgs) -> None:
         hp = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters)
     else:
         hp = model.hyperparameters(config.get('hyperparameters'))
-    transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     batch_size = int(config.get('batch_size', 32))
     epochs = int(config.get('epochs', 5))
     train = dataset.make_dataset(fn_args.train_files, fn_args.data_accessor, transform_output, batch_size)

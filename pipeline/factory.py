@@ -22,8 +22,9 @@ def module_file(name: str) -> str:
 
 
 def beam_pipeline_args(settings: Settings) -> List[str]:
+    """FnApiRunner directly: Beam 2.74's DirectRunner first tries Prism, which downloads a binary."""
     mode = 'in_memory' if settings.beam_workers == 1 else 'multi_processing'
-    return ['--runner=DirectRunner', f'--direct_running_mode={mode}',
+    return ['--runner=FnApiRunner', f'--direct_running_mode={mode}',
             f'--direct_num_workers={settings.beam_workers}']
 
 

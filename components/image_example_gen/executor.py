@@ -67,13 +67,13 @@ def normalize_label(name: str) -> str:
 
 
 def label_from_path(relative_path: str) -> Optional[str]:
-    """Label from a Kaggle-style name (`cat.123.jpg`) or the file's class folder."""
-    folder, name = os.path.split(relative_path)
-    match = _KAGGLE_NAME.match(name)
+    """Label from a Kaggle-style name (`cat.123.jpg`), else the class folder (`<class>/...`)."""
+    parts = relative_path.split('/')
+    match = _KAGGLE_NAME.match(parts[-1])
     if match:
         return normalize_label(match.group(1))
-    if folder:
-        return normalize_label(os.path.basename(folder))
+    if len(parts) > 1:
+        return normalize_label(parts[0])
     return None
 
 

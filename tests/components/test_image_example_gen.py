@@ -1,0 +1,208 @@
+"""ImageExampleGen executor: every bad-file kind, conversions, labels, metadata, splits."""
+import csv
+import glob
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+
+from components.image_example_gen import component, executor
+from modules import features
+
+BEAM_ARGS = ['--runner=FnApiRunner', '--direct_running_mode=in_memory', '--direct_num_workers=1']
+
+
+def jpeg_bytes(mode='RGB', size=(24, 20), color=(200, 40, 40), **save):
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format='JPEG', **save)
+    return buffer.getvalue()
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
+BAD_FILES = {
+    'empty_file': b'',
+    'lfs_pointer': b'version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 12345\n',
+    'undecodable': b'\x00\x00\x00\x01Bud1\x00\x00\x10\x00' * 8,  # a .DS_Store's header
+    'truncated': jpeg_bytes(size=(64, 64))[:300],
+}
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize('reason,data', sorted(BAD_FILES.items()) + [('undecodable', b'just some text\n')])
+def test_bad_files_are_rejected_with_their_reason(reason, data):
+    with pytest.raises(executor.FileRejected) as error:
+        executor.decode_image_file(data)
+    assert error.value.reason == reason
+
+
+@pytest.mark.parametrize('reason,data', [
+    ('grayscale', jpeg_bytes('L', color=90)),
+    ('cmyk', jpeg_bytes('CMYK', color=(0, 200, 200, 0))),
+    ('palette', png_bytes(Image.new('RGB', (20, 20), (10, 200, 30)).convert('P'))),
+    ('sixteen_bit', png_bytes(Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16)))),
+    ('alpha', png_bytes(Image.new('RGBA', (20, 20), (10, 20, 250, 128)))),
+    ('format_bmp', (lambda b: (Image.new('RGB', (20, 20), (1, 2, 3)).save(b, format='BMP'), b.getvalue())[1])(io.BytesIO())),
+])
+def test_unsupported_modes_are_converted_to_rgb_jpeg(reason, data):
+    converted, derived, conversion = executor.decode_image_file(data)
+    assert conversion == reason
+    decoded = tf.io.decode_image(converted, channels=3).numpy()
+    assert decoded.shape == (20, 20, 3) or decoded.shape == (derived['height'], derived['width'], 3)
+    assert 0.0 <= derived[features.BRIGHTNESS_KEY] <= 1.0
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    data = png_bytes(Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)))  # 128 * 257
+    converted, derived, _ = executor.decode_image_file(data)
+    assert abs(derived[features.BRIGHTNESS_KEY] - 128 / 255) < 0.02
+    assert derived[features.GRAYSCALE_KEY] == 1
+
+
+def test_rgb_jpeg_passes_through_untouched():
+    data = jpeg_bytes(size=(30, 10))
+    out, derived, conversion = executor.decode_image_file(data)
+    assert out == data and conversion is None
+    assert (derived[features.WIDTH_KEY], derived[features.HEIGHT_KEY]) == (30, 10)
+    assert derived[features.GRAYSCALE_KEY] == 0
+
+
+@pytest.mark.parametrize('path,label', [
+    ('cats/x.jpg', 'cat'), ('Dogs/a/b.png', 'dog'), ('dog/1.jpg', 'dog'), ('cat.123.jpg', 'cat'),
+    ('train/dog.7.jpg', 'dog'), ('rabbit/r.jpg', 'rabbit'), ('lonely.jpg', None)])
+def test_label_from_path(path, label):
+    assert executor.label_from_path(path) == label
+
+
+def test_image_root_stops_at_first_glob():
+    assert executor.image_root('/in', 'span-3/*/*') == '/in/span-3'
+    assert executor.image_root('/in', '*/*') == '/in'
+    assert executor.image_root('/in', '*') == '/in'
+
+
+def run_executor(tmp_path, input_base, pattern='*/*', max_bad_fraction=0.5):
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / 'out' / 'examples')
+    report = component.IngestionReport()
+    report.uri = str(tmp_path / 'out' / 'report')
+    os.makedirs(report.uri, exist_ok=True)
+    gen = component.ImageExampleGen(input_base=str(input_base), input_pattern=pattern)
+    exec_properties = {
+        'input_base': str(input_base),
+        'input_config': gen.exec_properties['input_config'],
+        'output_config': gen.exec_properties['output_config'],
+        'output_data_format': example_gen_pb2.FORMAT_TF_EXAMPLE,
+        'output_file_format': example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        executor.MAX_BAD_FRACTION_KEY: max_bad_fraction,
+    }
+    context = executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(tmp_path / 'tmp'))
+    executor.Executor(context).Do({}, {'examples': [examples], 'ingestion_report': [report]}, exec_properties)
+    with open(os.path.join(report.uri, executor.REPORT_FILE)) as f:
+        return examples.uri, json.load(f)
+
+
+def read_examples(examples_uri):
+    result = {}
+    for split in ('train', 'eval'):
+        files = glob.glob(os.path.join(examples_uri, f'Split-{split}', '*.gz'))
+        for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
+            example = tf.train.Example.FromString(record.numpy())
+            image_id = example.features.feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode()
+            result[image_id] = (split, example)
+    return result
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    root = tmp_path / 'data'
+    for i in range(12):
+        write(str(root / 'cats' / f'c{i}.jpg'), jpeg_bytes(color=(i * 10, 50, 50)))
+        write(str(root / 'dogs' / f'd{i}.jpg'), jpeg_bytes(color=(50, i * 10, 50)))
+    write(str(root / 'cats' / 'gray.jpg'), jpeg_bytes('L', color=30))
+    for reason, data in BAD_FILES.items():
+        write(str(root / 'dogs' / f'bad_{reason}.jpg'), data)
+    write(str(root / 'cats' / '.DS_Store'), BAD_FILES['undecodable'])
+    write(str(root / 'cats' / 'mislabelled.jpg'), jpeg_bytes())
+    with open(root / 'metadata.csv', 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['image', 'label', 'camera_id', 'captured_at'])
+        writer.writerow(['cats/c0.jpg', 'cat', 'cam-02', '2026-06-01T23:15:00'])
+        writer.writerow(['dogs/d0.jpg', 'dog', 'cam-03', '2026-06-01T12:00:00'])
+        writer.writerow(['cats/mislabelled.jpg', 'dog', 'cam-01', '2026-06-01T12:00:00'])
+    return root
+
+
+def test_executor_writes_examples_and_reports_every_excluded_file(tmp_path, mixed_folder):
+    examples_uri, report = run_executor(tmp_path, mixed_folder)
+    examples = read_examples(examples_uri)
+    assert report['total_files'] == 31
+    assert report['examples'] == len(examples) == 25
+    assert report['converted'] == {'grayscale': 1}
+    assert report['rejected'] == {'empty_file': 1, 'lfs_pointer': 1, 'undecodable': 2, 'truncated': 1,
+                                  'label_mismatch': 1}
+    assert {f['image'] for f in report['rejected_files']} >= {'cats/.DS_Store', 'cats/mislabelled.jpg',
+                                                              'dogs/bad_lfs_pointer.jpg'}
+    assert {split for split, _ in examples.values()} == {'train', 'eval'}
+    feature = examples['cats/c0.jpg'][1].features.feature
+    assert feature[features.LABEL_KEY].bytes_list.value == [b'cat']
+    assert feature[features.CAMERA_KEY].bytes_list.value == [b'cam-02']
+    assert feature[features.LIGHTING_KEY].bytes_list.value == [b'night']  # 23:15
+    assert examples['dogs/d0.jpg'][1].features.feature[features.LIGHTING_KEY].bytes_list.value == [b'day']
+    assert features.CAMERA_KEY not in examples['dogs/d5.jpg'][1].features.feature
+    assert not glob.glob(os.path.join(str(tmp_path / 'out' / 'report'), executor._PARTS_DIR))
+
+
+def test_splits_are_stable_across_runs(tmp_path, mixed_folder):
+    first = {k: s for k, (s, _) in read_examples(run_executor(tmp_path / 'a', mixed_folder)[0]).items()}
+    second = {k: s for k, (s, _) in read_examples(run_executor(tmp_path / 'b', mixed_folder)[0]).items()}
+    assert first == second
+
+
+def test_too_many_bad_files_fail_naming_the_worst(tmp_path, mixed_folder):
+    with pytest.raises(RuntimeError, match=r'6 of 31 input files .* above max_bad_fraction=10\.00%.*Worst files: .*undecodable'):
+        run_executor(tmp_path, mixed_folder, max_bad_fraction=0.1)
+
+
+def test_kaggle_style_flat_folder(tmp_path):
+    root = tmp_path / 'train'
+    for i in range(4):
+        write(str(root / f'cat.{i}.jpg'), jpeg_bytes())
+        write(str(root / f'dog.{i}.jpg'), jpeg_bytes())
+    _, report = run_executor(tmp_path, root, pattern='*')
+    assert report['examples'] == 8 and report['rejected'] == {}
+
+
+def test_no_matching_files_is_a_clear_error(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='No files match input pattern'):
+        executor.list_image_files(str(tmp_path / 'empty'), '*/*')
+
+
+def test_real_odd_files_are_reported_not_crashing(tmp_path, shared_dir):
+    root = tmp_path / 'odd'
+    odd = glob.glob(os.path.join(shared_dir, 'data', 'odd_files', '*', '*')) + glob.glob(
+        os.path.join(shared_dir, 'data', 'odd_files', '*', '.*'))
+    for path in odd:
+        kind = os.path.basename(os.path.dirname(path))
+        write(str(root / 'cats' / f'{kind}_{os.path.basename(path)}'), open(path, 'rb').read())
+    for i in range(20):
+        write(str(root / 'dogs' / f'd{i}.jpg'), jpeg_bytes())
+    _, report = run_executor(tmp_path, root, max_bad_fraction=1.0)
+    assert report['total_files'] == 20 + len(odd) == 25
+    assert report['rejected'] == {'lfs_pointer': 2, 'undecodable': 1}
+    assert report['converted'] == {'grayscale': 2}

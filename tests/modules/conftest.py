@@ -1,0 +1,54 @@
+"""Real Transform output for the module tests: a 3-node pipeline on 64 synthetic images."""
+import os
+
+import pytest
+from tfx import v1 as tfx
+from tfx.components.trainer import fn_args_utils
+from tfx.types import standard_artifacts
+
+import schemas
+from components.image_example_gen.component import ImageExampleGen
+from pipeline import config, factory, summary, synthetic_data
+
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope='session')
+def transformed(tmp_path_factory):
+    """{'examples': Examples, 'transform_graph': TransformGraph, 'data_root': str} artifacts."""
+    home = tmp_path_factory.mktemp('modules_home')
+    data_root = os.path.join(home, 'data')
+    synthetic_data.generate(data_root, 64, seed=3)
+    settings = config.Settings.from_env({'home': str(home), 'data_root': data_root,
+                                         'image_size': IMAGE_SIZE}, environ={})
+    example_gen = ImageExampleGen(input_base=data_root)
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs['examples'], schema=schema_gen.outputs['schema'],
+        module_file=factory.module_file('preprocessing.py'), custom_config=settings.model_config(),
+        disable_statistics=True)
+    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+        pipeline_name='modules_fixture', pipeline_root=settings.pipeline_root,
+        components=[example_gen, schema_gen, transform],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            settings.metadata_path),
+        beam_pipeline_args=factory.beam_pipeline_args(settings)))
+    run = summary.latest_run(settings.metadata_path, 'modules_fixture')
+    examples = standard_artifacts.Examples()
+    examples.set_mlmd_artifact(run.output('Transform', 'transformed_examples'))
+    graph = standard_artifacts.TransformGraph()
+    graph.set_mlmd_artifact(run.output('Transform', 'transform_graph'))
+    return {'examples': examples, 'transform_graph': graph, 'data_root': data_root, 'home': str(home)}
+
+
+@pytest.fixture
+def fn_args(transformed, tmp_path):
+    """FnArgs as the Tuner/Trainer executors build them, over the fixture's Transform output."""
+    args = fn_args_utils.get_common_fn_args(
+        {'examples': [transformed['examples']], 'transform_graph': [transformed['transform_graph']]},
+        {'train_args': '{"num_steps": 6}', 'eval_args': '{"num_steps": 2}'},
+        working_dir=str(tmp_path / 'work'))
+    args.serving_model_dir = str(tmp_path / 'serving_model')
+    args.model_run_dir = str(tmp_path / 'model_run')
+    args.custom_config = {'image_size': IMAGE_SIZE, 'batch_size': 8, 'epochs': 2}
+    return args

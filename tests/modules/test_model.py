@@ -1,0 +1,64 @@
+"""One builder, two Kerases: Keras 3 for KerasTuner, tf_keras for the Trainer/TFMA."""
+import os
+import re
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+import tf_keras
+
+from modules import features, model
+
+MODULES_DIR = os.path.join(os.path.dirname(__file__), '..', '..', 'modules')
+
+
+@pytest.mark.parametrize('keras_module', [keras, tf_keras], ids=['keras3', 'tf_keras'])
+def test_builds_a_compiled_probability_model_for_either_keras(keras_module):
+    net = model.build_model(keras_module, model.hyperparameters({'conv_blocks': 2, 'filters': 8}), 32)
+    assert isinstance(net, keras_module.Model)
+    other = tf_keras if keras_module is keras else keras
+    assert not isinstance(net, other.Model)
+    out = np.asarray(net.predict({features.IMAGE_XF: np.random.rand(3, 32, 32, 3).astype('float32')}, verbose=0))
+    assert out.shape == (3, 1) and ((out >= 0) & (out <= 1)).all()
+    assert net.optimizer is not None
+
+
+def test_both_kerases_build_the_same_architecture():
+    hp = model.hyperparameters({'conv_blocks': 2, 'filters': 8, 'dense_units': 16})
+    assert (model.build_model(keras, hp, 32).count_params()
+            == model.build_model(tf_keras, hp, 32).count_params())
+
+
+def test_module_code_never_uses_ambiguous_tf_keras():
+    """`tf.keras` means Keras 3 or tf_keras depending on import order; modules name one explicitly."""
+    for name in os.listdir(MODULES_DIR):
+        if name.endswith('.py'):
+            source = open(os.path.join(MODULES_DIR, name)).read()
+            assert not re.search(r'\btf\.keras\b', source), name
+
+
+def test_search_space_declares_choices_and_rejects_unknown_names():
+    hp = keras_tuner.HyperParameters()
+    model.declare_search_space(hp, {'filters': [8, 16]})
+    assert hp.get('filters') == 8
+    assert set(hp.values) == set(model.DEFAULT_SEARCH_SPACE)
+    with pytest.raises(ValueError, match='Unknown hyperparameters.*depth'):
+        model.declare_search_space(keras_tuner.HyperParameters(), {'depth': [1]})
+
+
+def test_unknown_backbone_is_rejected():
+    with pytest.raises(ValueError, match="backbone must be 'cnn' or 'mobilenet'"):
+        model.build_model(tf_keras, model.hyperparameters(), 32, backbone='resnet')
+
+
+def test_mobilenet_loads_local_imagenet_weights_frozen(shared_dir):
+    weights = os.path.join(shared_dir, 'models', 'mobilenet_2_5_224_tf_no_top.h5')
+    net = model.build_model(tf_keras, model.hyperparameters(), 128, 'mobilenet', weights)
+    backbone = next(layer for layer in net.layers if layer.name.startswith('mobilenet'))
+    assert not backbone.trainable
+    assert backbone.count_params() == 218544
+    first_kernel = backbone.get_layer('conv1').get_weights()[0]
+    reference = tf_keras.applications.MobileNet(input_shape=(128, 128, 3), alpha=0.25, include_top=False,
+                                               weights=weights)
+    np.testing.assert_array_equal(first_kernel, reference.get_layer('conv1').get_weights()[0])
