@@ -87,9 +87,10 @@ def run_fn(fn_args: FnArgs) -> None:
     train = dataset.make_dataset(fn_args.train_files, fn_args.data_accessor, transform_output, batch_size)
     evaluation = dataset.make_dataset(fn_args.eval_files, fn_args.data_accessor, transform_output,
                                       batch_size, shuffle=False)
-    net = model.build_model(tf_keras, hp, preprocessing.image_size(config),
-                            config.get('backbone', 'cnn'), config.get('backbone_weights'))
-    net.fit(train, epochs=epochs, steps_per_epoch=max(1, fn_args.train_steps // epochs),
+    steps_per_epoch = max(1, fn_args.train_steps // epochs)
+    net = model.build_model(tf_keras, hp, preprocessing.image_size(config), config.get('backbone', 'cnn'),
+                            config.get('backbone_weights'), decay_steps=steps_per_epoch * epochs)
+    net.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
             validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2,
             callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
     export_serving_model(net, transform_output, fn_args.serving_model_dir)

@@ -21,16 +21,18 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     if algorithm not in ALGORITHMS:
         raise ValueError(f'Tuner algorithm must be one of {ALGORITHMS}, got {algorithm!r}')
     epochs = int(config.get('epochs', 2))
+    steps_per_epoch = max(1, fn_args.train_steps // epochs)
     image_size = preprocessing.image_size(config)
 
     def build(hp: keras_tuner.HyperParameters) -> keras.Model:
         model.declare_search_space(hp, config.get('search_space'))
         return model.build_model(keras, hp, image_size, config.get('backbone', 'cnn'),
-                                 config.get('backbone_weights'))
+                                 config.get('backbone_weights'), decay_steps=steps_per_epoch * epochs)
 
+    # KerasTuner reads seed=0 as "no seed" and draws a random one: offset so every seed is honoured.
     common = dict(objective=keras_tuner.Objective('val_binary_accuracy', 'max'),
                   directory=fn_args.working_dir, project_name='petpark', overwrite=True,
-                  seed=int(config.get('seed', 0)))
+                  seed=int(config.get('seed', 0)) + 1)
     max_trials = int(config.get('max_trials', 3))
     if algorithm == 'random':
         tuner = keras_tuner.RandomSearch(build, max_trials=max_trials, **common)
@@ -46,5 +48,5 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
                                       batch_size, shuffle=False)
     return TunerFnResult(tuner=tuner, fit_kwargs={
         'x': train, 'validation_data': evaluation, 'epochs': epochs, 'verbose': 0,
-        'steps_per_epoch': max(1, fn_args.train_steps // epochs),
+        'steps_per_epoch': steps_per_epoch,
         'validation_steps': fn_args.eval_steps})

@@ -1,6 +1,6 @@
 """create_pipeline: the one place the petpark TFX pipeline is wired."""
 import os
-from typing import List
+from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -9,6 +9,7 @@ import modules
 import schemas
 from components.anomalies_gate.component import AnomaliesGate
 from components.image_example_gen.component import ImageExampleGen
+from components.serving_pusher.component import ServingPusher
 from modules import features, model
 from pipeline.config import Settings
 
@@ -58,9 +59,12 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
             binarize=tfma.BinarizationOptions(class_ids={'values': [features.POSITIVE_CLASS_ID]}))])
 
 
-def create_pipeline(settings: Settings) -> tfx.dsl.Pipeline:
+def create_pipeline(settings: Settings, stop_after: Optional[str] = None) -> tfx.dsl.Pipeline:
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
-    -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed) -> Pusher."""
+    -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed) -> Pusher.
+
+    stop_after: a component id; the pipeline then ends with it (e.g. 'Transform' for data only).
+    """
     model_config = settings.model_config()
     example_gen = ImageExampleGen(
         input_base=settings.input_base, input_pattern=settings.input_pattern,
@@ -106,11 +110,16 @@ def create_pipeline(settings: Settings) -> tfx.dsl.Pipeline:
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs['examples'], model=trainer.outputs['model'],
         baseline_model=latest_blessed.outputs['model'], eval_config=eval_config(settings))
-    pusher = tfx.components.Pusher(
+    pusher = ServingPusher(
         model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=settings.serving_model_dir)))
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=settings.serving_model_dir))).with_id('Pusher')
     nodes += [trainer, latest_blessed, evaluator, pusher]
+    if stop_after is not None:
+        ids = [node.id for node in nodes]
+        if stop_after not in ids:
+            raise ValueError(f'stop_after must be one of {ids}, got {stop_after!r}')
+        nodes = nodes[:ids.index(stop_after) + 1]
     return tfx.dsl.Pipeline(
         pipeline_name=settings.pipeline_name,
         pipeline_root=settings.pipeline_root,

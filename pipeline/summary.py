@@ -5,6 +5,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
+from google.protobuf import text_format
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
@@ -21,6 +22,7 @@ class RunRecord:
     """What one pipeline run did, by node id."""
     run_id: str
     states: Dict[str, str]
+    seconds: Dict[str, float]
     outputs: Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]]
 
     def output(self, node: str, key: str) -> Optional[metadata_store_pb2.Artifact]:
@@ -43,6 +45,8 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunRecord:
             if store.get_context_types_by_id([context.type_id])[0].name == 'node':
                 node_of[execution.id] = context.name.split('.', 1)[-1]
     states = {node_of[e.id]: _STATE_NAMES[e.last_known_state] for e in executions if e.id in node_of}
+    seconds = {node_of[e.id]: (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0
+               for e in executions if e.id in node_of}
     outputs: Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]] = {}
     events = store.get_events_by_execution_ids([e.id for e in executions])
     output_events = [e for e in events if e.type == metadata_store_pb2.Event.OUTPUT and e.execution_id in node_of]
@@ -50,7 +54,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunRecord:
     for event in output_events:
         key = event.path.steps[0].key if event.path.steps else ''
         outputs.setdefault(node_of[event.execution_id], {}).setdefault(key, []).append(artifacts[event.artifact_id])
-    return RunRecord(run.name, states, outputs)
+    return RunRecord(run.name, states, seconds, outputs)
 
 
 def slice_metrics(evaluation_uri: str) -> List[Tuple[str, Dict[str, float]]]:
@@ -71,6 +75,16 @@ def slice_metrics(evaluation_uri: str) -> List[Tuple[str, Dict[str, float]]]:
     return rows
 
 
+def ingestion_report(run: RunRecord) -> Optional[Dict]:
+    """The ImageExampleGen report.json of `run` (None when ingestion did not finish)."""
+    artifact = run.output('ImageExampleGen', 'ingestion_report')
+    path = os.path.join(artifact.uri, 'report.json') if artifact is not None else ''
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return dict(json.load(f), path=path)
+
+
 def _custom(artifact: Optional[metadata_store_pb2.Artifact], name: str):
     if artifact is None or name not in artifact.custom_properties:
         return None
@@ -81,13 +95,11 @@ def _custom(artifact: Optional[metadata_store_pb2.Artifact], name: str):
 def describe(run: RunRecord) -> List[str]:
     """Human-readable summary lines of `run`."""
     lines = [f'Run {run.run_id}: ' + ', '.join(f'{node} {state}' for node, state in run.states.items())]
-    report_artifact = run.output('ImageExampleGen', 'ingestion_report')
-    if report_artifact is not None:
-        with open(os.path.join(report_artifact.uri, 'report.json')) as f:
-            report = json.load(f)
+    report = ingestion_report(run)
+    if report is not None:
         lines.append(f"Data: {report['examples']} examples from {report['total_files']} files; "
                      f"converted {report['converted'] or 'none'}; rejected {report['rejected'] or 'none'}"
-                     f" (report: {report_artifact.uri}/report.json)")
+                     f" (report: {report['path']})")
     evaluation = run.output('Evaluator', 'evaluation')
     if evaluation is not None:
         lines.append('Evaluation on the eval split (positive class: dog, threshold 0.5):')
@@ -104,8 +116,9 @@ def describe(run: RunRecord) -> List[str]:
             validation = tfma.load_validation_result(evaluation.uri)
             for failure in validation.metric_validations_per_slice:
                 for failed in failure.failures:
+                    threshold = text_format.MessageToString(failed.metric_threshold, as_one_line=True)
                     lines.append(f'  failed: {failed.metric_key.name} = {failed.metric_value.double_value.value:.3f}'
-                                 f' ({failed.message})')
+                                 f' ({threshold})')
     pushed = run.output('Pusher', 'pushed_model')
     if _custom(pushed, 'pushed') == 1:
         lines.append(f"Pushed: {_custom(pushed, 'pushed_destination')}")

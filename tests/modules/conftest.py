@@ -1,4 +1,4 @@
-"""Real Transform output for the module tests: a 3-node pipeline on 64 synthetic images."""
+"""Real Transform output for the module tests: the pipeline up to Transform on 64 synthetic images."""
 import os
 
 import pytest
@@ -6,8 +6,6 @@ from tfx import v1 as tfx
 from tfx.components.trainer import fn_args_utils
 from tfx.types import standard_artifacts
 
-import schemas
-from components.image_example_gen.component import ImageExampleGen
 from pipeline import config, factory, summary, synthetic_data
 
 IMAGE_SIZE = 32
@@ -19,20 +17,9 @@ def transformed(tmp_path_factory):
     home = tmp_path_factory.mktemp('modules_home')
     data_root = os.path.join(home, 'data')
     synthetic_data.generate(data_root, 64, seed=3)
-    settings = config.Settings.from_env({'home': str(home), 'data_root': data_root,
-                                         'image_size': IMAGE_SIZE}, environ={})
-    example_gen = ImageExampleGen(input_base=data_root)
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs['examples'], schema=schema_gen.outputs['schema'],
-        module_file=factory.module_file('preprocessing.py'), custom_config=settings.model_config(),
-        disable_statistics=True)
-    tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
-        pipeline_name='modules_fixture', pipeline_root=settings.pipeline_root,
-        components=[example_gen, schema_gen, transform],
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            settings.metadata_path),
-        beam_pipeline_args=factory.beam_pipeline_args(settings)))
+    settings = config.Settings.from_env({'home': str(home), 'data_root': data_root, 'image_size': IMAGE_SIZE,
+                                         'pipeline_name': 'modules_fixture'}, environ={})
+    tfx.orchestration.LocalDagRunner().run(factory.create_pipeline(settings, stop_after='Transform'))
     run = summary.latest_run(settings.metadata_path, 'modules_fixture')
     examples = standard_artifacts.Examples()
     examples.set_mlmd_artifact(run.output('Transform', 'transformed_examples'))

@@ -52,3 +52,10 @@ def test_run_fn_exports_three_signatures_with_probabilities(fn_args, transformed
     np.testing.assert_allclose(by_example['scores'], by_bytes['scores'], atol=1e-6)
     pixels = np.random.RandomState(0).rand(2, 32, 32, 3).astype('float32')
     assert loaded.signatures[features.PIXELS_SIGNATURE](pixels=tf.constant(pixels))['scores'].shape == (2, 2)
+
+
+def test_tuner_is_reproducible_with_seed_zero(fn_args):
+    fn_args.custom_config.update(seed=0, max_trials=3)
+    first, second = tuner.tuner_fn(fn_args).tuner.oracle, tuner.tuner_fn(fn_args).tuner.oracle
+    assert first.seed == second.seed
+    assert first._random_values() == second._random_values()

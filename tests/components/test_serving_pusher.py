@@ -1,0 +1,72 @@
+"""ServingPusher executor: pushes like TFX's Pusher, but never an identical model twice."""
+import os
+import time
+
+from tfx.proto import pusher_pb2
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
+
+from components.serving_pusher import executor
+
+
+def fake_saved_model(path, fingerprint):
+    os.makedirs(os.path.join(path, 'variables'), exist_ok=True)
+    for name, data in (('saved_model.pb', b'graph'), ('fingerprint.pb', fingerprint),
+                       ('variables/variables.index', b'index')):
+        with open(os.path.join(path, name), 'wb') as f:
+            f.write(data)
+
+
+def fake_model(uri, fingerprint):
+    """A Model artifact's folder: the Trainer's export lives under Format-Serving/."""
+    fake_saved_model(os.path.join(uri, 'Format-Serving'), fingerprint)
+
+
+def push(tmp_path, model_dir, blessed=True, run=0):
+    model = standard_artifacts.Model()
+    model.uri = str(model_dir)
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / f'blessing{run}')
+    blessing.set_int_custom_property('blessed', int(blessed))
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / f'pushed{run}')
+    destination = pusher_pb2.PushDestination(
+        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=str(tmp_path / 'serving')))
+    executor.Executor().Do({'model': [model], 'model_blessing': [blessing]}, {'pushed_model': [pushed]},
+                           {'push_destination': proto_utils.proto_to_json(destination)})
+    return pushed
+
+
+def versions(tmp_path):
+    return sorted(os.listdir(tmp_path / 'serving')) if (tmp_path / 'serving').exists() else []
+
+
+def test_identical_model_is_not_pushed_twice_but_a_changed_one_is(tmp_path):
+    fake_model(tmp_path / 'model_a', b'fingerprint-a')
+    first = push(tmp_path, tmp_path / 'model_a', run=1)
+    assert first.get_int_custom_property('pushed') == 1 and len(versions(tmp_path)) == 1
+    time.sleep(1.1)  # versions are UNIX timestamps
+    again = push(tmp_path, tmp_path / 'model_a', run=2)
+    assert versions(tmp_path) == [first.get_string_custom_property('pushed_version')]
+    assert again.get_int_custom_property('pushed') == 1
+    assert again.get_string_custom_property('pushed_destination') == first.get_string_custom_property(
+        'pushed_destination')
+
+    fake_model(tmp_path / 'model_b', b'fingerprint-b')
+    push(tmp_path, tmp_path / 'model_b', run=3)
+    assert len(versions(tmp_path)) == 2
+    newest = executor.latest_version_dir(str(tmp_path / 'serving'))
+    assert open(os.path.join(newest, 'fingerprint.pb'), 'rb').read() == b'fingerprint-b'
+
+
+def test_unblessed_model_is_not_pushed(tmp_path):
+    fake_model(tmp_path / 'model', b'f')
+    pushed = push(tmp_path, tmp_path / 'model', blessed=False)
+    assert pushed.get_int_custom_property('pushed') == 0 and versions(tmp_path) == []
+
+
+def test_incomplete_version_folders_are_ignored(tmp_path):
+    (tmp_path / 'serving' / '99999999999').mkdir(parents=True)  # being written: no saved_model.pb
+    (tmp_path / 'serving' / 'not-a-version').mkdir()
+    fake_saved_model(tmp_path / 'serving' / '5', b'f')
+    assert executor.latest_version_dir(str(tmp_path / 'serving')).endswith('/5')

@@ -1,0 +1,183 @@
+"""The whole pipeline on a tiny synthetic dataset, through the real front doors.
+
+One module fixture runs, in order: `petpark run` (first run), `petpark run` again
+(cache), `tfx pipeline create` + `tfx run create` (the tfx CLI path), then a new span
+with an unknown label and camera id (must stop at AnomaliesGate, pushing nothing).
+"""
+import csv
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from modules import features
+from pipeline import summary, synthetic_data
+
+pytestmark = pytest.mark.e2e
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+ALL_NODES = {'ImageExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'AnomaliesGate',
+             'Transform', 'Tuner', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
+
+
+def pushed_versions(home):
+    return sorted(os.listdir(os.path.join(home, 'serving', 'petpark')))
+
+
+def run_command(args, env):
+    result = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    home = str(tmp_path_factory.mktemp('e2e_home'))
+    data = os.path.join(home, 'input')
+    synthetic_data.generate(os.path.join(data, 'span-1'), 600, seed=11)
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ['PATH'], LOCAL_HOME=os.path.join(home, 'tfx_local'),
+               PETPARK_HOME=home, PETPARK_DATA_ROOT=data, PETPARK_INPUT_PATTERN='span-{SPAN}/*/*',
+               PETPARK_TUNER_TRIALS='1', PETPARK_TUNER_EPOCHS='1', PETPARK_TUNER_STEPS='8',
+               PETPARK_MIN_ACCURACY='0.75')
+    metadata = os.path.join(home, 'metadata.sqlite')
+    record = {'home': home, 'data': data}
+
+    record['first'] = run_command([os.path.join(BIN, 'petpark'), 'run'], env)
+    record['first_run'] = summary.latest_run(metadata, 'petpark')
+    record['first_versions'] = pushed_versions(home)
+
+    record['second'] = run_command([os.path.join(BIN, 'petpark'), 'run'], env)
+    record['second_run'] = summary.latest_run(metadata, 'petpark')
+    record['second_versions'] = pushed_versions(home)
+
+    pipeline_file = os.path.join(REPO, 'pipeline', 'local_runner.py')
+    record['tfx_create'] = run_command([os.path.join(BIN, 'tfx'), 'pipeline', 'create', '--engine', 'local',
+                                        '--pipeline_path', pipeline_file], env)
+    record['tfx_run'] = run_command([os.path.join(BIN, 'tfx'), 'run', 'create', '--engine', 'local',
+                                     '--pipeline_name', 'petpark'], env)
+    record['tfx_run_record'] = summary.latest_run(metadata, 'petpark')
+
+    span2 = os.path.join(data, 'span-2')
+    shutil.copytree(os.path.join(data, 'span-1'), span2)
+    os.makedirs(os.path.join(span2, 'rabbit'))
+    shutil.copy(glob.glob(os.path.join(span2, 'cat', '*.jpg'))[0], os.path.join(span2, 'rabbit', 'r1.jpg'))
+    with open(os.path.join(span2, synthetic_data.METADATA_FILE), newline='') as f:
+        rows = list(csv.DictReader(f))
+    rows[0][features.CAMERA_KEY] = 'cam-99'
+    with open(os.path.join(span2, synthetic_data.METADATA_FILE), 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=synthetic_data.METADATA_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    record['anomalous'] = run_command([os.path.join(BIN, 'petpark'), 'run'], env)
+    record['anomalous_run'] = summary.latest_run(metadata, 'petpark')
+    return record
+
+
+def test_first_run_completes_blesses_and_pushes(runs):
+    code, output = runs['first']
+    assert code == 0, output
+    assert set(runs['first_run'].states) == ALL_NODES
+    assert set(runs['first_run'].states.values()) == {'COMPLETE'}
+    assert 'Blessing: BLESSED' in output and 'Pushed: ' in output
+    assert '+ Trainer' in output and 'overall' in output and 'lighting=night' in output
+    assert 'Traceback' not in output and 'WARNING' not in output  # quiet by default
+    versions = runs['first_versions']
+    assert len(versions) == 1 and versions[0].isdigit()
+    assert os.path.isfile(os.path.join(runs['home'], 'serving', 'petpark', versions[0], 'saved_model.pb'))
+    blessing = runs['first_run'].output('Evaluator', 'blessing')
+    assert os.path.isfile(os.path.join(blessing.uri, 'BLESSED'))
+
+
+def test_second_run_comes_from_cache_and_pushes_no_duplicate(runs):
+    """Everything up to the Trainer is cached. The Evaluator runs again because its baseline
+    input changed (the first run's blessed model now exists); the same model is not re-pushed."""
+    code, output = runs['second']
+    assert code == 0, output
+    states = runs['second_run'].states
+    for node in ('ImageExampleGen', 'StatisticsGen', 'ExampleValidator', 'Transform', 'Tuner', 'Trainer'):
+        assert states[node] == 'CACHED', (node, states)
+    assert states['Evaluator'] == 'COMPLETE' and 'Blessing: BLESSED' in output
+    assert runs['second_versions'] == runs['first_versions']
+    assert 'cached' in output
+    assert runs['second_run'].run_id != runs['first_run'].run_id
+
+
+def test_tfx_cli_creates_and_runs_the_same_pipeline(runs):
+    code, output = runs['tfx_create']
+    assert code == 0 and 'Pipeline "petpark" created successfully' in output, output
+    code, output = runs['tfx_run']
+    assert code == 0, output
+    record = runs['tfx_run_record']
+    assert record.run_id not in (runs['first_run'].run_id, runs['second_run'].run_id)
+    assert set(record.states) == ALL_NODES
+    cacheable = ALL_NODES - {'latest_blessed_model_resolver'}  # resolvers always resolve anew
+    assert {record.states[node] for node in cacheable} == {'CACHED'}, record.states
+
+
+def test_anomalous_span_stops_before_training_and_pushes_nothing(runs):
+    code, output = runs['anomalous']
+    assert code == 1, output
+    assert 'AnomaliesGate FAILED' in output
+    assert 'rabbit' in output and 'cam-99' in output
+    states = runs['anomalous_run'].states
+    assert states['ImageExampleGen'] == 'COMPLETE' and states['AnomaliesGate'] == 'FAILED'
+    assert not {'Transform', 'Trainer', 'Pusher'} & set(states)
+    assert pushed_versions(runs['home']) == runs['first_versions']
+
+
+def pushed_model(runs):
+    return tf.saved_model.load(os.path.join(runs['home'], 'serving', 'petpark', runs['first_versions'][0]))
+
+
+def read_split(artifact, split):
+    files = glob.glob(os.path.join(artifact.uri, f'Split-{split}', '*.gz'))
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+
+
+def test_served_prediction_equals_prediction_on_transform_output(runs):
+    """No training/serving skew: raw example through serving_default == Transform's pixels through the model."""
+    run = runs['first_run']
+    raw = {e.features.feature[features.IMAGE_ID_KEY].bytes_list.value[0]: e
+           for e in read_split(run.output('ImageExampleGen', 'examples'), 'eval')}
+    transformed = read_split(run.output('Transform', 'transformed_examples'), 'eval')[:16]
+    size = int(round((len(transformed[0].features.feature[features.IMAGE_XF].float_list.value) / 3) ** 0.5))
+    pixels = np.stack([np.array(e.features.feature[features.IMAGE_XF].float_list.value, dtype=np.float32)
+                       .reshape(size, size, 3) for e in transformed])
+    ids = [e.features.feature[features.IMAGE_ID_XF].bytes_list.value[0] for e in transformed]
+    model = pushed_model(runs)
+    from_transform = model.signatures[features.PIXELS_SIGNATURE](pixels=tf.constant(pixels))['scores'].numpy()
+    served = model.signatures[features.EXAMPLES_SIGNATURE](
+        inputs=tf.constant([raw[i].SerializeToString() for i in ids]))['scores'].numpy()
+    np.testing.assert_allclose(served, from_transform, atol=1e-5)
+
+
+def check_probabilities(model, image_files):
+    images = [open(path, 'rb').read() for path in image_files]
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[d]))})).SerializeToString()
+        for d in images]
+    outputs = [model.signatures[features.EXAMPLES_SIGNATURE](inputs=tf.constant(examples))['scores'],
+               model.signatures[features.IMAGE_BYTES_SIGNATURE](image_bytes=tf.constant(images))['scores']]
+    size = model.signatures[features.PIXELS_SIGNATURE].structured_input_signature[1]['pixels'].shape[1]
+    pixels = tf.stack([tf.image.resize(tf.io.decode_image(d, channels=3, expand_animations=False), [size, size],
+                                       antialias=True) / 255.0 for d in images])
+    outputs.append(model.signatures[features.PIXELS_SIGNATURE](pixels=pixels)['scores'])
+    for scores in outputs:
+        scores = scores.numpy()
+        assert scores.shape == (len(images), 2)
+        assert ((scores >= 0) & (scores <= 1)).all()
+        np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-6)
+
+
+def test_every_signature_returns_probabilities_for_image_files(runs):
+    check_probabilities(pushed_model(runs), sorted(glob.glob(os.path.join(runs['data'], 'span-1', '*', '*.jpg')))[:6])
+
+
+def test_every_signature_returns_probabilities_for_real_photos(runs, shared_dir):
+    photos = sorted(glob.glob(os.path.join(shared_dir, 'data', 'cats_and_dogs_filtered', 'validation', '*', '*.jpg')))
+    check_probabilities(pushed_model(runs), photos[:3] + photos[-3:])
