@@ -59,6 +59,7 @@ class Console:
         self.log_path = log_path
         self.out: TextIO = sys.stdout
         self._saved_fds = []
+        self._saved_streams = None
         self._handler: Optional[_ProgressHandler] = None
 
     def __enter__(self) -> 'Console':
@@ -72,6 +73,9 @@ class Console:
             os.dup2(log_fd, 1)
             os.dup2(log_fd, 2)
             os.close(log_fd)
+            # Python-level streams too, for hosts where sys.stdout is not descriptor 1.
+            self._saved_streams = (sys.stdout, sys.stderr)
+            sys.stdout = sys.stderr = os.fdopen(os.dup(1), 'w', buffering=1)
         absl_logging.set_verbosity(absl_logging.INFO)
         self._handler = _ProgressHandler(self.out)
         logging.getLogger('absl').addHandler(self._handler)
@@ -85,6 +89,10 @@ class Console:
         logging.getLogger('absl').removeHandler(self._handler)
         sys.stdout.flush()
         sys.stderr.flush()
+        if self._saved_streams:
+            sys.stdout.close()
+            sys.stdout, sys.stderr = self._saved_streams
+            self._saved_streams = None
         if self._saved_fds:
             os.dup2(self._saved_fds[0], 1)
             os.dup2(self._saved_fds[1], 2)

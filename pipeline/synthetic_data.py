@@ -98,13 +98,13 @@ def render_frame(rng: np.random.RandomState, label: str, camera: str, night: boo
     if rng.rand() < 0.3:
         frame = frame.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
     pixels = np.asarray(frame, dtype=np.float32)
-    if night:
+    noise = rng.uniform(2, 8)
+    if night:  # infrared: one channel, so the noise is the same on all three
         luma = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        pixels = np.repeat((luma * rng.uniform(0.45, 0.65) + 10)[..., None], 3, axis=2)
-        pixels += rng.normal(0, 4, (IMAGE_SIZE, IMAGE_SIZE, 1))
+        pixels = (luma * rng.uniform(0.45, 0.65) + 10)[..., None]
+        pixels = np.repeat(pixels + rng.normal(0, noise, pixels.shape), 3, axis=2)
     else:
-        pixels = pixels * rng.uniform(0.8, 1.15)
-    pixels += rng.normal(0, rng.uniform(2, 8), pixels.shape)
+        pixels = pixels * rng.uniform(0.8, 1.15) + rng.normal(0, noise, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 

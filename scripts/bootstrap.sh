@@ -28,8 +28,8 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 echo "bootstrap: installing the locked stack into .venv (a few minutes on a fresh machine)"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check pip==26.3
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/lock.txt
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+.venv/bin/python -m pip install -qq --disable-pip-version-check pip==26.3
+.venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -r requirements/lock.txt
+.venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -e .
 echo "$want" > "$stamp"
 echo "bootstrap: ready (.venv/bin/petpark)"

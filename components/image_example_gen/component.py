@@ -43,8 +43,9 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
     def __init__(self, input_base: str, input_pattern: str = '*/*', train_fraction: float = 0.8,
                  max_bad_fraction: float = 0.1,
                  range_config: Optional[range_config_pb2.RangeConfig] = None):
-        if not 0.0 < train_fraction < 1.0:
-            raise ValueError(f'train_fraction must be strictly between 0 and 1, got {train_fraction}')
+        if not 0.01 <= train_fraction <= 0.99:
+            raise ValueError(f'train_fraction must be between 0.01 and 0.99 (both splits need '
+                             f'examples), got {train_fraction}')
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f'max_bad_fraction must be between 0 and 1, got {max_bad_fraction}')
         train_buckets = round(train_fraction * 100)

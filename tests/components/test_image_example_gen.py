@@ -206,3 +206,19 @@ def test_real_odd_files_are_reported_not_crashing(tmp_path, shared_dir):
     assert report['total_files'] == 20 + len(odd) == 25
     assert report['rejected'] == {'lfs_pointer': 2, 'undecodable': 1}
     assert report['converted'] == {'grayscale': 2}
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    ({'train_fraction': 1.0}, 'train_fraction must be between 0.01 and 0.99'),
+    ({'train_fraction': 0.999}, 'train_fraction must be between 0.01 and 0.99'),
+    ({'max_bad_fraction': -0.1}, 'max_bad_fraction must be between 0 and 1'),
+])
+def test_component_rejects_bad_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        component.ImageExampleGen(input_base='/data', **kwargs)
+
+
+def test_train_fraction_sets_hash_buckets():
+    gen = component.ImageExampleGen(input_base='/data', train_fraction=0.7)
+    assert '"hash_buckets": 70' in gen.exec_properties['output_config']
+    assert '"partition_feature_name": "image_id"' in gen.exec_properties['output_config']
