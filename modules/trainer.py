@@ -53,17 +53,19 @@ def export_serving_model(net: tf_keras.Model, transform_output: tft.TFTransformO
         features.IMAGE_BYTES_SIGNATURE: serve_image_bytes,
         features.PIXELS_SIGNATURE: serve_pixels,
     })
-    _mark_as_classification(export_dir, features.EXAMPLES_SIGNATURE)
+    set_method_names(export_dir, {features.EXAMPLES_SIGNATURE: tf.saved_model.CLASSIFY_METHOD_NAME})
 
 
-def _mark_as_classification(export_dir: str, signature_name: str) -> None:
-    """TF2 saves every signature as 'predict'; TF Serving's Classify API needs 'classify'."""
+def set_method_names(export_dir: str, methods: Dict[str, str]) -> None:
+    """TF2 saves every signature as 'predict'; TF Serving's Classify/Regress APIs need
+    'tensorflow/serving/classify' or '.../regress'. `methods`: {signature name: method}."""
     path = os.path.join(export_dir, 'saved_model.pb')
     saved_model = saved_model_pb2.SavedModel()
     with tf.io.gfile.GFile(path, 'rb') as f:
         saved_model.ParseFromString(f.read())
     for meta_graph in saved_model.meta_graphs:
-        meta_graph.signature_def[signature_name].method_name = tf.saved_model.CLASSIFY_METHOD_NAME
+        for signature_name, method in methods.items():
+            meta_graph.signature_def[signature_name].method_name = method
     with tf.io.gfile.GFile(path, 'wb') as f:
         f.write(saved_model.SerializeToString())
 

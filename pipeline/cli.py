@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"any other setting by name: {', '.join(sorted(config.SETTINGS))}")
     run.add_argument('--verbose', action='store_true', help='show TF/absl/Beam logs instead of a log file')
     run.set_defaults(func=_run)
+
+    serve = commands.add_parser('serve', help="serve pushed models over TF Serving's REST and gRPC APIs")
+    from serving import main as serving_main  # light: no TensorFlow import until serving starts
+    serving_main.add_flags(serve)
+    serve.set_defaults(func=lambda args: serving_main.serve(args))
     return parser
 
 

@@ -4,8 +4,9 @@
 `tfx` CLI path (pipeline/local_runner.py) reads the environment only.
 """
 import dataclasses
+import json
 import os
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,6 +39,9 @@ SETTINGS: Dict[str, Setting] = {
     'backbone_weights': Setting('PETPARK_BACKBONE_WEIGHTS', '',
                                 "MobileNet weights: a local .h5 path, 'imagenet' (downloads) or empty (random)."),
     'tune': Setting('PETPARK_TUNE', True, 'Run the KerasTuner search; false trains with fixed hyperparameters.'),
+    'search_space': Setting('PETPARK_SEARCH_SPACE', '',
+                            'JSON {name: [values]} over the default search space; with tuning off, '
+                            'the first values are the fixed hyperparameters.'),
     'tuner_algorithm': Setting('PETPARK_TUNER_ALGORITHM', 'random', "'random', 'bayesian' or 'hyperband'."),
     'tuner_trials': Setting('PETPARK_TUNER_TRIALS', 2, 'Tuner trials (random/bayesian).'),
     'tuner_epochs': Setting('PETPARK_TUNER_EPOCHS', 2, 'Epochs per tuner trial.'),
@@ -92,6 +96,7 @@ class Settings:
     backbone: str
     backbone_weights: str
     tune: bool
+    search_space: str
     tuner_algorithm: str
     tuner_trials: int
     tuner_epochs: int
@@ -131,6 +136,7 @@ class Settings:
         weights = self.backbone_weights
         if weights and weights != 'imagenet' and not os.path.isfile(weights):
             raise ValueError(f'PETPARK_BACKBONE_WEIGHTS: no such file {weights!r}')
+        self.search_space_values()
         if self.tuner_algorithm not in ('random', 'bayesian', 'hyperband'):
             raise ValueError(f"PETPARK_TUNER_ALGORITHM must be random, bayesian or hyperband, "
                              f"got {self.tuner_algorithm!r}")
@@ -138,6 +144,19 @@ class Settings:
                      'eval_steps', 'batch_size', 'beam_workers', 'image_size', 'synthetic_count'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{SETTINGS[name].env} must be at least 1, got {getattr(self, name)}')
+
+    def search_space_values(self) -> Dict[str, List[Any]]:
+        """PETPARK_SEARCH_SPACE parsed: {hyperparameter: [values]} (names are checked by the model)."""
+        if not self.search_space:
+            return {}
+        try:
+            space = json.loads(self.search_space)
+        except json.JSONDecodeError as e:
+            raise ValueError(f'PETPARK_SEARCH_SPACE is not valid JSON: {e}') from None
+        if not isinstance(space, dict) or not all(isinstance(v, list) and v for v in space.values()):
+            raise ValueError('PETPARK_SEARCH_SPACE must be a JSON object of non-empty lists, '
+                             f'e.g. {{"filters": [16, 32]}}; got {self.search_space!r}')
+        return space
 
     @property
     def input_base(self) -> str:

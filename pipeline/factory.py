@@ -66,6 +66,7 @@ def create_pipeline(settings: Settings, stop_after: Optional[str] = None) -> tfx
     stop_after: a component id; the pipeline then ends with it (e.g. 'Transform' for data only).
     """
     model_config = settings.model_config()
+    search_space = dict(model.DEFAULT_SEARCH_SPACE, **settings.search_space_values())
     example_gen = ImageExampleGen(
         input_base=settings.input_base, input_pattern=settings.input_pattern,
         train_fraction=settings.train_fraction, max_bad_fraction=settings.max_bad_fraction)
@@ -91,7 +92,7 @@ def create_pipeline(settings: Settings, stop_after: Optional[str] = None) -> tfx
             eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
             custom_config=dict(model_config, algorithm=settings.tuner_algorithm,
                                max_trials=settings.tuner_trials, epochs=settings.tuner_epochs,
-                               search_space=model.DEFAULT_SEARCH_SPACE))
+                               search_space=search_space))
         hyperparameters = tuner.outputs['best_hyperparameters']
         nodes.append(tuner)
     trainer = tfx.components.Trainer(
@@ -101,7 +102,8 @@ def create_pipeline(settings: Settings, stop_after: Optional[str] = None) -> tfx
         hyperparameters=hyperparameters,
         train_args=tfx.proto.TrainArgs(num_steps=settings.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
-        custom_config=dict(model_config, epochs=settings.train_epochs))
+        custom_config=dict(model_config, epochs=settings.train_epochs,
+                           hyperparameters={name: values[0] for name, values in search_space.items()}))
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

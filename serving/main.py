@@ -1,0 +1,74 @@
+"""`petpark serve`: a model server with TF Serving's flags, REST and gRPC wire contract."""
+import argparse
+import os
+import signal
+import threading
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """TF Serving's own flag names and defaults (`--flag=value` works too)."""
+    parser.add_argument('--port', type=int, default=8500, help='gRPC port (0: pick a free one)')
+    parser.add_argument('--rest_api_port', type=int, default=0, help='REST port; 0 disables REST')
+    parser.add_argument('--model_name', default='default', help='model name (without --model_config_file)')
+    parser.add_argument('--model_base_path', help='folder of numeric version folders')
+    parser.add_argument('--model_config_file', help='text ModelServerConfig; overrides name/base path')
+    parser.add_argument('--file_system_poll_wait_seconds', type=float, default=1.0,
+                        help='seconds between scans for new versions (0: only at start-up)')
+    parser.add_argument('--host', default='127.0.0.1', help='address to bind (TF Serving binds all; we do not)')
+
+
+def read_config(args: argparse.Namespace) -> model_server_config_pb2.ModelServerConfig:
+    """The ModelServerConfig from --model_config_file, or from --model_name/--model_base_path."""
+    config = model_server_config_pb2.ModelServerConfig()
+    if args.model_config_file:
+        with open(args.model_config_file) as f:
+            text = f.read()
+        try:
+            text_format.Parse(text, config)
+        except text_format.ParseError as e:
+            raise ValueError(f'Error parsing text-format tensorflow.serving.ModelServerConfig: '
+                             f'{args.model_config_file}: {e}') from None
+        return config
+    if not args.model_base_path:
+        raise ValueError('Both --model_base_path and --model_config_file are empty: give one of them')
+    config.model_config_list.config.add(name=args.model_name, base_path=os.path.abspath(args.model_base_path),
+                                        model_platform='tensorflow')
+    return config
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Starts the store, gRPC and (optionally) REST; runs until SIGINT/SIGTERM."""
+    from serving import errors, tf_servable  # TensorFlow: imported only when serving starts
+    from serving.grpc_service import make_server
+    from serving.model_store import ModelStore, State
+    from serving.server import RestServer
+    try:
+        store = ModelStore(read_config(args), tf_servable.load)
+    except errors.ServingError as e:
+        raise ValueError(e.message) from None
+    store.start(args.file_system_poll_wait_seconds)
+    grpc_server, grpc_port = make_server(store, args.host, args.port)
+    grpc_server.start()
+    print(f'gRPC (PredictionService, ModelService) at {args.host}:{grpc_port}', flush=True)
+    rest = None
+    if args.rest_api_port:
+        rest = RestServer(store, args.host, args.rest_api_port).start()
+        print(f'REST at http://{args.host}:{rest.port}/v1/models/...', flush=True)
+    for name in store.model_names():
+        try:
+            versions = ', '.join(f'version {r.version} {State.Name(r.state)}' for r in store.status(name))
+        except errors.ServingError as e:
+            versions = e.message
+        print(f'model {name}: {versions}', flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    if rest:
+        rest.stop()
+    grpc_server.stop(grace=5).wait()
+    store.stop()
+    return 0

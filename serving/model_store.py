@@ -1,0 +1,249 @@
+"""Model versions on disk -> loaded servables, the way TF Serving manages them.
+
+- Versions are numeric folders under a model's base path; one counts only once its
+  `saved_model.pb` exists (TFX's Pusher copies it last).
+- Version policies: latest N (default 1), all, specific versions.
+- Availability preserving: an old version is unloaded only once a newer aspired version is
+  AVAILABLE, so a version that fails to load (END with its error) never replaces a working
+  one. An unloaded version stops taking requests at once and finishes those in flight.
+- Labels (`stable`, `canary`, ...) name versions; a label may only point at an AVAILABLE one.
+"""
+import dataclasses
+import os
+import threading
+from typing import Callable, Dict, Iterator, List, Optional
+from contextlib import contextmanager
+
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import errors
+
+State = get_model_status_pb2.ModelVersionStatus.State
+SAVED_MODEL_FILE = 'saved_model.pb'
+
+
+class Servable:
+    """Base for a loaded model version; tracks requests in flight so unloading can wait."""
+
+    def __init__(self):
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def enter(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0)
+
+
+@dataclasses.dataclass
+class VersionRecord:
+    version: int
+    state: int = State.START
+    error: str = ''
+    servable: Optional[Servable] = None
+    stamp: float = 0.0  # saved_model.pb mtime when loading was attempted
+
+
+@dataclasses.dataclass
+class ModelRecord:
+    config: model_server_config_pb2.ModelConfig
+    versions: Dict[int, VersionRecord] = dataclasses.field(default_factory=dict)
+
+
+def versions_on_disk(base_path: str) -> Dict[int, float]:
+    """{version: saved_model.pb mtime} for complete numeric version folders."""
+    found = {}
+    if not os.path.isdir(base_path):
+        return found
+    for name in os.listdir(base_path):
+        marker = os.path.join(base_path, name, SAVED_MODEL_FILE)
+        if name.isdigit() and os.path.isfile(marker):
+            found[int(name)] = os.path.getmtime(marker)
+    return found
+
+
+def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: List[int]) -> List[int]:
+    """The versions a model's version policy wants served (latest 1 when unset)."""
+    policy = config.model_version_policy
+    kind = policy.WhichOneof('policy_choice')
+    if kind == 'all':
+        return sorted(on_disk)
+    if kind == 'specific':
+        return sorted(v for v in on_disk if v in set(policy.specific.versions))
+    count = policy.latest.num_versions if kind == 'latest' and policy.latest.num_versions else 1
+    return sorted(on_disk)[-count:]
+
+
+def validate_config(config: model_server_config_pb2.ModelServerConfig) -> None:
+    """TF Serving's checks on a model_config_list: names unique, absolute base paths."""
+    if config.WhichOneof('config') != 'model_config_list':
+        raise errors.invalid_argument('ModelServerConfig must contain a model_config_list')
+    names = set()
+    for model in config.model_config_list.config:
+        if not model.name:
+            raise errors.invalid_argument('ModelConfig has no name')
+        if model.name in names:
+            raise errors.invalid_argument(f'Illegal to list model {model.name} multiple times in config list')
+        names.add(model.name)
+        if not os.path.isabs(model.base_path):
+            raise errors.invalid_argument(
+                f'Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}')
+        if model.model_platform and model.model_platform != 'tensorflow':
+            raise errors.invalid_argument(f'Model {model.name}: unsupported model_platform {model.model_platform}')
+
+
+class ModelStore:
+    """Serves the models of a ModelServerConfig; `poll()` brings them in line with the disk."""
+
+    def __init__(self, config: model_server_config_pb2.ModelServerConfig,
+                 loader: Callable[[str, str, int], Servable]):
+        validate_config(config)
+        self._loader = loader
+        self._lock = threading.RLock()
+        self._models = {m.name: ModelRecord(m) for m in config.model_config_list.config}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, poll_seconds: float) -> None:
+        """Loads what is on disk now, then polls every `poll_seconds` (0: never again)."""
+        self.poll()
+        if poll_seconds > 0:
+            self._thread = threading.Thread(target=self._poll_loop, args=(poll_seconds,), daemon=True,
+                                            name='model-store-poll')
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def _poll_loop(self, poll_seconds: float) -> None:
+        while not self._stop.wait(poll_seconds):
+            self.poll()
+
+    def poll(self) -> None:
+        """One pass: load newly aspired versions, then unload what they replace."""
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            self._poll_model(model)
+
+    def _poll_model(self, model: ModelRecord) -> None:
+        on_disk = versions_on_disk(model.config.base_path)
+        aspired = aspired_versions(model.config, list(on_disk))
+        for version in sorted(aspired, reverse=True):
+            record = model.versions.get(version)
+            if record and (record.state in (State.AVAILABLE, State.LOADING)
+                           or record.state == State.END and record.stamp == on_disk[version]):
+                continue  # serving, or failed and unchanged on disk since
+            self._load(model, version, on_disk[version])
+        serving = [v for v in aspired if model.versions.get(v) and model.versions[v].state == State.AVAILABLE]
+        if not serving:
+            return  # availability preserving: keep whatever serves until an aspired version does
+        for version, record in list(model.versions.items()):
+            if version not in aspired and record.state == State.AVAILABLE:
+                self._unload(model, record)
+
+    def _load(self, model: ModelRecord, version: int, stamp: float) -> None:
+        record = VersionRecord(version, State.LOADING, stamp=stamp)
+        with self._lock:
+            model.versions[version] = record
+        try:
+            servable = self._loader(model.config.name, os.path.join(model.config.base_path, str(version)), version)
+        except Exception as e:  # any load failure is reported on the version, never raised
+            with self._lock:
+                record.state, record.error = State.END, f'{type(e).__name__}: {e}'
+            return
+        with self._lock:
+            record.servable, record.state = servable, State.AVAILABLE
+
+    def _unload(self, model: ModelRecord, record: VersionRecord) -> None:
+        with self._lock:
+            record.state = State.UNLOADING
+            servable, record.servable = record.servable, None
+        servable.wait_idle()
+        with self._lock:
+            record.state = State.END
+
+    # -- configuration ----------------------------------------------------------------------
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Replaces the whole config; models left out are unloaded. Invalid: old one stays."""
+        validate_config(config)
+        with self._lock:
+            for model_config in config.model_config_list.config:
+                current = self._models.get(model_config.name)
+                available = {v for v, r in current.versions.items() if r.state == State.AVAILABLE} if current else set()
+                for label, version in model_config.version_labels.items():
+                    if version not in available and current is not None:
+                        raise errors.failed_precondition(
+                            f'Request to assign label to version {version} of model {model_config.name}, '
+                            'which is not currently available for inference')
+            removed = [self._models[name] for name in set(self._models) - {m.name for m in config.model_config_list.config}]
+            for model_config in config.model_config_list.config:
+                if model_config.name in self._models:
+                    self._models[model_config.name].config = model_config
+                else:
+                    self._models[model_config.name] = ModelRecord(model_config)
+            for model in removed:
+                del self._models[model.config.name]
+        for model in removed:
+            for record in list(model.versions.values()):
+                if record.state == State.AVAILABLE:
+                    self._unload(model, record)
+        self.poll()
+
+    # -- queries ----------------------------------------------------------------------------
+    def model_names(self) -> List[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def status(self, name: str, version: Optional[int] = None) -> List[VersionRecord]:
+        """Version records, newest first (one when `version` is given)."""
+        with self._lock:
+            model = self._models.get(name)
+            if model is None or not model.versions:
+                raise errors.not_found(f'Could not find any versions of model {name}')
+            if version is not None:
+                if version not in model.versions:
+                    raise errors.not_found(f'Could not find version {version} of model {name}')
+                return [dataclasses.replace(model.versions[version])]
+            return [dataclasses.replace(r) for _, r in sorted(model.versions.items(), reverse=True)]
+
+    def resolve_label(self, name: str, label: str) -> int:
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                raise errors.not_found(f'Servable not found for request: Latest({name})')
+            if label not in model.config.version_labels:
+                raise errors.invalid_argument(f'Unrecognized servable version label: {label}')
+            return model.config.version_labels[label]
+
+    @contextmanager
+    def acquire(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> Iterator[Servable]:
+        """The servable for (name, version | label | latest), held for the `with` block."""
+        if label is not None:
+            version = self.resolve_label(name, label)
+        request = f'Specific({name}, {version})' if version is not None else f'Latest({name})'
+        with self._lock:
+            model = self._models.get(name)
+            candidates = [r for r in model.versions.values() if r.state == State.AVAILABLE] if model else []
+            if version is not None:
+                candidates = [r for r in candidates if r.version == version]
+            if not candidates:
+                raise errors.not_found(f'Servable not found for request: {request}')
+            servable = max(candidates, key=lambda r: r.version).servable
+            servable.enter()
+        try:
+            yield servable
+        finally:
+            servable.leave()

@@ -1,0 +1,122 @@
+"""TF Serving's REST API (model_servers/http_rest_api_handler.cc) on aiohttp."""
+import asyncio
+import json
+import re
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, Optional
+
+import numpy as np
+from aiohttp import web
+from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+from serving import errors, json_tensor
+from serving.model_store import ModelStore
+from serving.tf_servable import CLASSIFY_METHOD, REGRESS_METHOD
+
+MAX_BODY_BYTES = 256 * 1024 * 1024
+_PREDICTION = re.compile(r'^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)$')
+_MODEL = re.compile(r'^/v1/models(?:/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?)?(/metadata)?$')
+_STATE_NAMES = dict((v, k) for k, v in get_model_status_pb2.ModelVersionStatus.State.items())
+
+
+def _json(payload: Dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(payload), content_type='application/json')
+
+
+def _error(error: errors.ServingError) -> web.Response:
+    return _json({'error': error.message}, error.http_status)
+
+
+class RestApi:
+    """Routes every /v1/ request the way TF Serving does; `app` is the aiohttp application."""
+
+    def __init__(self, store: ModelStore, workers: int = 8):
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='rest-inference')
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.app.router.add_route('*', '/{tail:.*}', self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.raw_path.split('?', 1)[0]
+        malformed = errors.invalid_argument(f'Malformed request: {request.method} {path}')
+        try:
+            if request.method == 'POST':
+                match = _PREDICTION.match(path)
+                if not match:
+                    raise malformed
+                body = await request.read()
+                return _json(await asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._inference, match, body))
+            if request.method == 'GET':
+                match = _MODEL.match(path)
+                if not match:
+                    raise malformed
+                if match.group(1) is None:
+                    raise errors.invalid_argument('Missing model name in request.')
+                return _json(await asyncio.get_running_loop().run_in_executor(self._pool, self._model_info, match))
+            raise malformed
+        except errors.ServingError as e:
+            return _error(e)
+
+    # -- GET -------------------------------------------------------------------------------
+    def _model_info(self, match: re.Match) -> Dict[str, Any]:
+        name, version, label, metadata = (urllib.parse.unquote(match.group(1)), match.group(2),
+                                          _unquote(match.group(3)), match.group(4))
+        if metadata:
+            return self._metadata(name, version, label)
+        if label is not None:
+            version = str(self.store.resolve_label(name, label))
+        records = self.store.status(name, int(version) if version is not None else None)
+        return {'model_version_status': [{
+            'version': str(r.version), 'state': _STATE_NAMES[r.state],
+            'status': {'error_code': 'UNKNOWN' if r.error else 'OK', 'error_message': r.error}} for r in records]}
+
+    def _metadata(self, name: str, version: Optional[str], label: Optional[str]) -> Dict[str, Any]:
+        with self.store.acquire(name, int(version) if version else None, label) as servable:
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature in servable.signature_defs.items():
+                signature_map.signature_def[key].CopyFrom(signature)
+            return {
+                'model_spec': {'name': name, 'signature_name': '', 'version': str(servable.version)},
+                'metadata': {'signature_def': json_format.MessageToDict(
+                    signature_map, preserving_proto_field_name=True, including_default_value_fields=True)}}
+
+    # -- POST ------------------------------------------------------------------------------
+    def _inference(self, match: re.Match, body: bytes) -> Dict[str, Any]:
+        name, version, label, method = (urllib.parse.unquote(match.group(1)), match.group(2),
+                                        _unquote(match.group(3)), match.group(4))
+        document = json_tensor.parse_body(body)
+        signature_name = document.get('signature_name')
+        if signature_name is not None and not isinstance(signature_name, str):
+            raise errors.invalid_argument("'signature_name' must be a string")
+        with self.store.acquire(name, int(version) if version else None, label) as servable:
+            if method == 'predict':
+                inputs, row_format = json_tensor.request_to_inputs(document, servable.signature(signature_name))
+                return json_tensor.outputs_to_response(servable.run(signature_name, inputs), row_format)
+            alias = servable.examples_signature(signature_name, CLASSIFY_METHOD if method == 'classify' else REGRESS_METHOD)
+            examples = np.array(json_tensor.examples_from_json(document), dtype=object)
+            outputs = servable.run(signature_name, {alias: examples})
+            if method == 'regress':
+                return {'results': np.reshape(outputs['outputs'], [-1]).tolist()}
+            return {'results': classification_results(outputs)}
+
+
+def classification_results(outputs: Dict[str, np.ndarray]) -> list:
+    """[[[label, score], ...] per example] from a classify signature's `classes`/`scores`."""
+    scores = outputs.get('scores')
+    classes = outputs.get('classes')
+    rows = len(scores) if scores is not None else len(classes)
+    results = []
+    for row in range(rows):
+        width = scores.shape[1] if scores is not None else classes.shape[1]
+        labels = [c.decode('utf-8', 'replace') if isinstance(c, bytes) else str(c)
+                  for c in (classes[row] if classes is not None else [''] * width)]
+        values = scores[row].tolist() if scores is not None else [0.0] * width
+        results.append([[label, value] for label, value in zip(labels, values)])
+    return results
+
+
+def _unquote(value: Optional[str]) -> Optional[str]:
+    return urllib.parse.unquote(value) if value is not None else None

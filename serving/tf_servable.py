@@ -1,0 +1,87 @@
+"""A SavedModel version as a servable: signature metadata and Predict/Classify/Regress calls."""
+import os
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from serving import errors
+from serving.model_store import SAVED_MODEL_FILE, Servable
+
+DEFAULT_SIGNATURE = 'serving_default'
+CLASSIFY_METHOD = 'tensorflow/serving/classify'
+REGRESS_METHOD = 'tensorflow/serving/regress'
+
+
+def read_signature_defs(path: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
+    """The 'serve' meta graph's SignatureDefs, as stored in saved_model.pb."""
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, SAVED_MODEL_FILE), 'rb') as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if 'serve' in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f'{path}: no meta graph tagged "serve"')
+
+
+class TfServable(Servable):
+    """One loaded SavedModel version."""
+
+    def __init__(self, name: str, path: str, version: int):
+        super().__init__()
+        self.name, self.path, self.version = name, path, version
+        self.signature_defs = read_signature_defs(path)
+        self._model = tf.saved_model.load(path, tags=['serve'])
+        self._functions = dict(self._model.signatures)
+
+    def signature(self, name: Optional[str]) -> meta_graph_pb2.SignatureDef:
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signature_defs or name not in self._functions:
+            raise errors.failed_precondition(f'Serving signature name: "{name}" not found in signature def')
+        return self.signature_defs[name]
+
+    def run(self, signature_name: Optional[str], inputs: Dict[str, np.ndarray],
+            output_filter: Iterable[str] = ()) -> Dict[str, np.ndarray]:
+        """Calls a signature with numpy inputs keyed by alias; returns numpy outputs by alias."""
+        name = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature(name)
+        expected = set(signature.inputs)
+        if set(inputs) != expected:
+            missing, extra = sorted(expected - set(inputs)), sorted(set(inputs) - expected)
+            raise errors.invalid_argument(
+                f'input size does not match signature: {len(inputs)}!={len(expected)} len({{{", ".join(sorted(inputs))}}})'
+                f' != len({{{", ".join(sorted(expected))}}}). Sent extra: {extra}. Missing but required: {missing}.')
+        unknown = [alias for alias in output_filter if alias not in signature.outputs]
+        if unknown:
+            raise errors.invalid_argument(f'output tensor alias not found in signature: {unknown[0]} Outputs '
+                                          f'expected to be in the set {{{",".join(sorted(signature.outputs))}}}.')
+        tensors = {}
+        for alias, value in inputs.items():
+            dtype = tf.dtypes.as_dtype(signature.inputs[alias].dtype)
+            try:
+                tensors[alias] = tf.constant(value, dtype=dtype)
+            except (TypeError, ValueError) as e:
+                raise errors.invalid_argument(f'Input {alias}: {e}') from None
+        try:
+            outputs = self._functions[name](**tensors)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+            raise errors.invalid_argument(message.strip().splitlines()[0]) from None
+        wanted = list(output_filter) or list(outputs)
+        return {alias: outputs[alias].numpy() for alias in wanted}
+
+    def examples_signature(self, name: Optional[str], method: str) -> str:
+        """Checks a Classify/Regress request's signature; returns its single input alias."""
+        signature = self.signature(name)
+        if signature.method_name != method:
+            raise errors.invalid_argument(
+                f'Expected {method.rsplit("/", 1)[-1]} signature method_name to be {method}. '
+                f'Was: {signature.method_name}')
+        if len(signature.inputs) != 1:
+            raise errors.invalid_argument(f'Expected one input Tensor, found {len(signature.inputs)}')
+        return next(iter(signature.inputs))
+
+
+def load(name: str, path: str, version: int) -> TfServable:
+    return TfServable(name, path, version)

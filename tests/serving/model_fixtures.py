@@ -1,0 +1,38 @@
+"""A half_plus_two-style SavedModel (TF Serving's standard conformance fixture), built here."""
+import os
+import shutil
+
+import tensorflow as tf
+
+from modules.trainer import set_method_names
+
+
+def build_linear_model(path: str, slope: float = 0.5, intercept: float = 2.0) -> None:
+    """y = slope * x + intercept, with predict, classify, regress and a two-input `echo` signature."""
+    module = tf.Module()
+    module.a, module.b = tf.Variable(slope), tf.Variable(intercept)
+
+    def y(x):
+        return module.a * x + module.b
+
+    def parse(inputs):
+        return tf.io.parse_example(inputs, {'x': tf.io.FixedLenFeature([1], tf.float32)})['x']
+
+    predict = tf.function(lambda x: {'y': y(x)}, input_signature=[tf.TensorSpec([None], tf.float32, name='x')])
+    classify = tf.function(lambda inputs: {'scores': y(parse(inputs))},
+                           input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
+    regress = tf.function(lambda inputs: {'outputs': tf.reshape(y(parse(inputs)), [-1])},
+                          input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
+    echo = tf.function(lambda text, count: {'text_bytes': text, 'count': count * 2},
+                       input_signature=[tf.TensorSpec([None], tf.string, name='text'),
+                                        tf.TensorSpec([None], tf.int64, name='count')])
+    tf.saved_model.save(module, path, signatures={
+        'serving_default': predict, 'classify_x_to_y': classify, 'regress_x_to_y': regress, 'echo': echo})
+    set_method_names(path, {'classify_x_to_y': tf.saved_model.CLASSIFY_METHOD_NAME,
+                            'regress_x_to_y': tf.saved_model.REGRESS_METHOD_NAME})
+
+
+def push_like_tfx(source: str, destination: str) -> None:
+    """Copies a SavedModel the way TFX's Pusher does: saved_model.pb last."""
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns('saved_model.pb'))
+    shutil.copy(os.path.join(source, 'saved_model.pb'), os.path.join(destination, 'saved_model.pb'))

@@ -1,0 +1,125 @@
+"""gRPC PredictionService/ModelService against TF Serving's documented codes and messages."""
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import tf_servable
+from serving.grpc_service import make_server
+from serving.model_store import ModelStore
+from tests.serving.model_fixtures import build_linear_model
+
+VERSION = 123
+
+
+@pytest.fixture(scope='module')
+def channel(tmp_path_factory):
+    base = tmp_path_factory.mktemp('grpc_models') / 'half_plus_two'
+    build_linear_model(str(base / str(VERSION)))
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name='half_plus_two', base_path=str(base))
+    model.version_labels['stable'] = VERSION
+    store = ModelStore(config, tf_servable.load)
+    store.start(poll_seconds=0)
+    server, port = make_server(store, '127.0.0.1', 0)
+    server.start()
+    with grpc.insecure_channel(f'127.0.0.1:{port}') as channel:
+        yield channel
+    server.stop(grace=None)
+
+
+def predict_request(name='half_plus_two', values=(1.0, 2.0), signature=''):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    request.inputs['x'].CopyFrom(tf.make_tensor_proto(np.array(values, dtype=np.float32)))
+    return request
+
+
+def test_predict_fills_model_spec(channel):
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(predict_request(), timeout=10)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs['y']), [2.5, 3.0])
+    assert response.model_spec.name == 'half_plus_two'
+    assert response.model_spec.signature_name == 'serving_default'
+    assert response.model_spec.version.value == VERSION
+
+
+def test_predict_by_label_and_output_filter(channel):
+    request = predict_request()
+    request.model_spec.version_label = 'stable'
+    request.output_filter.append('y')
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+    assert list(response.outputs) == ['y']
+    request.output_filter[:] = ['nope']
+    with pytest.raises(grpc.RpcError) as error:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def rpc_error(call, request):
+    with pytest.raises(grpc.RpcError) as error:
+        call(request, timeout=10)
+    return error.value.code(), error.value.details()
+
+
+def test_predict_errors(channel):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    assert rpc_error(stub.Predict, predict_request(name='')) == (
+        grpc.StatusCode.INVALID_ARGUMENT, 'ModelSpec has no name specified.')
+    assert rpc_error(stub.Predict, predict_request(name='nope')) == (
+        grpc.StatusCode.NOT_FOUND, 'Servable not found for request: Latest(nope)')
+    request = predict_request()
+    request.model_spec.version.value = 7
+    assert rpc_error(stub.Predict, request) == (
+        grpc.StatusCode.NOT_FOUND, 'Servable not found for request: Specific(half_plus_two, 7)')
+    request = predict_request()
+    request.model_spec.version_label = 'canary'
+    assert rpc_error(stub.Predict, request)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert rpc_error(stub.Predict, predict_request(signature='nope'))[0] == grpc.StatusCode.FAILED_PRECONDITION
+    request = predict_request()
+    request.inputs['extra'].CopyFrom(tf.make_tensor_proto(np.array([1.0], dtype=np.float32)))
+    code, details = rpc_error(stub.Predict, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and 'extra' in details
+
+
+def test_classify_and_regress(channel):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name, request.model_spec.signature_name = 'half_plus_two', 'classify_x_to_y'
+    request.input.example_list.examples.add().features.feature['x'].float_list.value.append(2.0)
+    response = stub.Classify(request, timeout=10)
+    assert response.result.classifications[0].classes[0].score == pytest.approx(3.0)
+    regression = regression_pb2.RegressionRequest()
+    regression.model_spec.name, regression.model_spec.signature_name = 'half_plus_two', 'regress_x_to_y'
+    regression.input.example_list.examples.add().features.feature['x'].float_list.value.append(4.0)
+    assert stub.Regress(regression, timeout=10).result.regressions[0].value == pytest.approx(4.0)
+
+
+def test_metadata(channel):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = 'half_plus_two'
+    assert rpc_error(stub.GetModelMetadata, request)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    request.metadata_field.append('signature_def')
+    response = stub.GetModelMetadata(request, timeout=10)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata['signature_def'].Unpack(signatures)
+    assert signatures.signature_def['classify_x_to_y'].method_name == 'tensorflow/serving/classify'
+    assert response.model_spec.version.value == VERSION
+
+
+def test_model_status_and_reload(channel, tmp_path):
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = 'half_plus_two'
+    status = stub.GetModelStatus(request, timeout=10).model_version_status
+    assert [(s.version, s.state) for s in status] == [(VERSION, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
+    bad = model_management_pb2.ReloadConfigRequest()
+    bad.config.model_config_list.config.add(name='half_plus_two', base_path='relative')
+    assert rpc_error(stub.HandleReloadConfigRequest, bad)[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert stub.GetModelStatus(request, timeout=10).model_version_status[0].state == \
+        get_model_status_pb2.ModelVersionStatus.AVAILABLE  # the old config still serves

@@ -1,0 +1,59 @@
+"""Hot swap under load: a new version pushed while clients send requests continuously."""
+import threading
+import time
+
+import requests
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import tf_servable
+from serving.model_store import ModelStore
+from serving.server import RestServer
+from tests.serving.model_fixtures import build_linear_model, push_like_tfx
+
+POLL_SECONDS = 0.5
+
+
+def test_new_version_answers_without_failed_requests(tmp_path):
+    base = tmp_path / 'models'
+    build_linear_model(str(base / '1'), slope=0.5, intercept=2.0)   # f(2) = 3
+    build_linear_model(str(tmp_path / 'staged'), slope=1.0, intercept=10.0)  # f(2) = 12
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name='m', base_path=str(base))
+    store = ModelStore(config, tf_servable.load)
+    store.start(POLL_SECONDS)
+    rest = RestServer(store, port=0).start()
+    url = f'http://127.0.0.1:{rest.port}/v1/models/m:predict'
+    answers, failures, stop = [], [], threading.Event()
+
+    def client():
+        with requests.Session() as session:
+            while not stop.is_set():
+                reply = session.post(url, json={'instances': [2.0]}, timeout=10)
+                if reply.status_code != 200:
+                    failures.append(reply.text)
+                else:
+                    answers.append((time.monotonic(), reply.json()['predictions'][0]))
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        for thread in clients:
+            thread.start()
+        time.sleep(1.0)
+        pushed_at = time.monotonic()
+        push_like_tfx(str(tmp_path / 'staged'), str(base / '2'))
+        deadline = pushed_at + 30
+        while time.monotonic() < deadline and not any(v == 12.0 for _, v in answers):
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join()
+        rest.stop()
+        store.stop()
+    assert failures == []
+    assert {v for _, v in answers} == {3.0, 12.0}
+    first_new = min(t for t, v in answers if v == 12.0)
+    assert first_new - pushed_at < POLL_SECONDS + 10  # poll interval plus the time to load
+    assert all(v == 12.0 for t, v in answers if t > first_new + 0.5)  # old version no longer answers
+    assert [r.version for r in store.status('m')] == [2, 1]

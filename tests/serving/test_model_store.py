@@ -1,0 +1,155 @@
+"""ModelStore: version policies, availability-preserving swaps, failed loads, in-flight unloads."""
+import os
+import threading
+
+import grpc
+import pytest
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import errors
+from serving.model_store import ModelStore, Servable, State
+
+
+class FakeServable(Servable):
+    def __init__(self, version):
+        super().__init__()
+        self.version = version
+
+
+def loader(name, path, version):
+    if os.path.exists(os.path.join(path, 'broken')):
+        raise ValueError(f'cannot load {path}')
+    return FakeServable(version)
+
+
+def add_version(base, version, broken=False):
+    folder = os.path.join(base, str(version))
+    os.makedirs(folder, exist_ok=True)
+    if broken:
+        open(os.path.join(folder, 'broken'), 'w').close()
+    open(os.path.join(folder, 'saved_model.pb'), 'w').close()
+
+
+def make_store(base, policy=None, labels=None, name='m'):
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name=name, base_path=str(base))
+    if policy:
+        model.model_version_policy.CopyFrom(policy)
+    for label, version in (labels or {}).items():
+        model.version_labels[label] = version
+    store = ModelStore(config, loader)
+    store.start(poll_seconds=0)
+    return store
+
+
+def states(store, name='m'):
+    return {r.version: State.Name(r.state) for r in store.status(name)}
+
+
+def test_latest_version_serves_and_incomplete_versions_are_ignored(tmp_path):
+    add_version(tmp_path, 1)
+    add_version(tmp_path, 2)
+    os.makedirs(tmp_path / '3')  # still being written: no saved_model.pb
+    os.makedirs(tmp_path / 'tmp-upload')
+    store = make_store(tmp_path)
+    assert states(store) == {2: 'AVAILABLE'}
+    with store.acquire('m') as servable:
+        assert servable.version == 2
+
+
+def test_new_version_replaces_old_once_available(tmp_path):
+    add_version(tmp_path, 1)
+    store = make_store(tmp_path)
+    add_version(tmp_path, 5)
+    store.poll()
+    assert states(store) == {5: 'AVAILABLE', 1: 'END'}
+
+
+def test_failed_load_never_replaces_a_working_version(tmp_path):
+    add_version(tmp_path, 1)
+    store = make_store(tmp_path)
+    add_version(tmp_path, 2, broken=True)
+    store.poll()
+    records = {r.version: r for r in store.status('m')}
+    assert records[1].state == State.AVAILABLE
+    assert records[2].state == State.END and 'cannot load' in records[2].error
+    with store.acquire('m') as servable:
+        assert servable.version == 1
+    store.poll()  # unchanged on disk: not retried
+    assert store.status('m', 2)[0].state == State.END
+
+
+def test_policies_all_and_specific(tmp_path):
+    for v in (1, 2, 3):
+        add_version(tmp_path, v)
+    policy = model_server_config_pb2.ModelConfig().model_version_policy
+    policy.all.SetInParent()
+    assert set(states(make_store(tmp_path, policy))) == {1, 2, 3}
+    specific = model_server_config_pb2.ModelConfig().model_version_policy
+    specific.specific.versions.append(2)
+    store = make_store(tmp_path, specific)
+    assert states(store) == {2: 'AVAILABLE'}
+    latest = model_server_config_pb2.ModelConfig().model_version_policy
+    latest.latest.num_versions = 2
+    assert states(make_store(tmp_path, latest)) == {3: 'AVAILABLE', 2: 'AVAILABLE'}
+
+
+def test_unload_waits_for_requests_in_flight(tmp_path):
+    add_version(tmp_path, 1)
+    store = make_store(tmp_path)
+    add_version(tmp_path, 2)
+    with store.acquire('m') as old:
+        poller = threading.Thread(target=store.poll)
+        poller.start()
+        poller.join(timeout=0.5)
+        assert poller.is_alive()  # waiting for this request
+        assert store.status('m', 1)[0].state == State.UNLOADING
+        with store.acquire('m') as new:  # new requests already go to the new version
+            assert new.version == 2
+        assert old.version == 1
+    poller.join(timeout=5)
+    assert states(store) == {2: 'AVAILABLE', 1: 'END'}
+
+
+def test_lookup_errors_use_tf_serving_codes_and_messages(tmp_path):
+    add_version(tmp_path, 1)
+    store = make_store(tmp_path, labels={'stable': 1})
+    with store.acquire('m', label='stable') as servable:
+        assert servable.version == 1
+    cases = [(lambda: store.acquire('x').__enter__(), grpc.StatusCode.NOT_FOUND, 'Servable not found for request: Latest(x)'),
+             (lambda: store.acquire('m', 7).__enter__(), grpc.StatusCode.NOT_FOUND, 'Specific(m, 7)'),
+             (lambda: store.acquire('m', label='canary').__enter__(), grpc.StatusCode.INVALID_ARGUMENT,
+              'Unrecognized servable version label: canary'),
+             (lambda: store.status('x'), grpc.StatusCode.NOT_FOUND, 'Could not find any versions of model x'),
+             (lambda: store.status('m', 9), grpc.StatusCode.NOT_FOUND, 'Could not find version 9 of model m')]
+    for call, code, message in cases:
+        with pytest.raises(errors.ServingError) as error:
+            call()
+        assert error.value.code == code and message in error.value.message
+
+
+def test_reload_config_replaces_models_and_rejects_bad_configs(tmp_path):
+    add_version(tmp_path / 'a', 1)
+    add_version(tmp_path / 'b', 4)
+    store = make_store(tmp_path / 'a', name='a')
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name='b', base_path=str(tmp_path / 'b'))
+    store.reload_config(config)
+    assert store.model_names() == ['b'] and states(store, 'b') == {4: 'AVAILABLE'}
+
+    bad = model_server_config_pb2.ModelServerConfig()
+    bad.model_config_list.config.add(name='b', base_path='relative/path')
+    with pytest.raises(errors.ServingError, match='absolute path'):
+        store.reload_config(bad)
+    duplicate = model_server_config_pb2.ModelServerConfig()
+    duplicate.model_config_list.config.add(name='b', base_path=str(tmp_path / 'b'))
+    duplicate.model_config_list.config.add(name='b', base_path=str(tmp_path / 'b'))
+    with pytest.raises(errors.ServingError, match='multiple times'):
+        store.reload_config(duplicate)
+    unavailable_label = model_server_config_pb2.ModelServerConfig()
+    model = unavailable_label.model_config_list.config.add(name='b', base_path=str(tmp_path / 'b'))
+    model.version_labels['canary'] = 99
+    with pytest.raises(errors.ServingError) as error:
+        store.reload_config(unavailable_label)
+    assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert states(store, 'b') == {4: 'AVAILABLE'}  # the old config still serves
