@@ -52,6 +52,36 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from serving import client
+    missing = [path for path in args.images if not os.path.isfile(path)]
+    if missing:
+        raise ValueError(f'No such image file: {missing[0]}')
+    try:
+        predictions = client.predict_files(args.server, args.images, args.grpc, args.model)
+    except (client.ServerError, OSError) as e:
+        print(f'petpark: {args.server}: {e}', file=sys.stderr)
+        return 1
+    for path, prediction in zip(args.images, predictions):
+        print(f'{path}\t{prediction.label}\t{prediction.probability:.3f}')
+    return 0
+
+
+def serving_promote_doc() -> str:
+    from serving import promote
+    return promote.__doc__
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from serving import promote
+    settings = config.Settings.from_env({'home': args.home})
+    model = args.model or settings.model_name
+    model_dir = os.path.abspath(args.model_dir or os.path.join(settings.home, 'serving', model))
+    config_path = args.config or os.path.join(settings.home, 'serving', 'models.config')
+    print(promote.promote(config_path, model, model_dir, args.label, args.version, args.base_path or ''))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='petpark', description=__doc__)
     commands = parser.add_subparsers(dest='command', required=True)
@@ -81,6 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     from serving import main as serving_main  # light: no TensorFlow import until serving starts
     serving_main.add_flags(serve)
     serve.set_defaults(func=lambda args: serving_main.serve(args))
+
+    predict = commands.add_parser('predict', help='classify image files with a running model server')
+    predict.add_argument('--server', required=True, metavar='HOST:PORT', help='REST port, or gRPC port with --grpc')
+    predict.add_argument('--grpc', action='store_true', help='use the gRPC API instead of REST')
+    predict.add_argument('--model', default='petpark', help='served model name')
+    predict.add_argument('images', nargs='+', metavar='IMAGE')
+    predict.set_defaults(func=_predict)
+
+    promote = commands.add_parser('promote', help='move a version label (stable/canary) in models.config',
+                                  description=serving_promote_doc())
+    promote.add_argument('--label', required=True, help='e.g. stable or canary')
+    promote.add_argument('--version', type=int, required=True, help='version folder name')
+    promote.add_argument('--config', help='models.config (default: <home>/serving/models.config)')
+    promote.add_argument('--model', help='model name (default: PETPARK_MODEL_NAME)')
+    promote.add_argument('--model-dir', help='where the versions are on this machine (default: <home>/serving/<model>)')
+    promote.add_argument('--base-path', help='the model path as the server sees it, for a new entry '
+                                             '(e.g. /models/petpark in the container; default: --model-dir)')
+    promote.add_argument('--home', help='PETPARK_HOME')
+    promote.set_defaults(func=_promote)
     return parser
 
 

@@ -17,6 +17,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model_config_file', help='text ModelServerConfig; overrides name/base path')
     parser.add_argument('--file_system_poll_wait_seconds', type=float, default=1.0,
                         help='seconds between scans for new versions (0: only at start-up)')
+    parser.add_argument('--model_config_file_poll_wait_seconds', type=float, default=0.0,
+                        help='seconds between re-reads of --model_config_file (0: never)')
     parser.add_argument('--host', default='127.0.0.1', help='address to bind (TF Serving binds all; we do not)')
 
 
@@ -37,6 +39,34 @@ def read_config(args: argparse.Namespace) -> model_server_config_pb2.ModelServer
     config.model_config_list.config.add(name=args.model_name, base_path=os.path.abspath(args.model_base_path),
                                         model_platform='tensorflow')
     return config
+
+
+class ConfigWatcher:
+    """Re-reads --model_config_file when it changes and reloads the store; a bad file is
+    reported and the config in force keeps serving, as in TF Serving."""
+
+    def __init__(self, store, args: argparse.Namespace):
+        self.store, self.args = store, args
+        self._stamp = os.path.getmtime(args.model_config_file)
+
+    def poll(self) -> str:
+        """'unchanged', 'reloaded' or the error that kept the old config."""
+        from serving import errors
+        stamp = os.path.getmtime(self.args.model_config_file)
+        if stamp == self._stamp:
+            return 'unchanged'
+        self._stamp = stamp
+        try:
+            self.store.reload_config(read_config(self.args))
+        except (ValueError, errors.ServingError) as e:
+            return f'kept the previous config: {getattr(e, "message", e)}'
+        return 'reloaded'
+
+    def run(self, stopped: threading.Event) -> None:
+        while not stopped.wait(self.args.model_config_file_poll_wait_seconds):
+            result = self.poll()
+            if result != 'unchanged':
+                print(f'{self.args.model_config_file}: {result}', flush=True)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -66,6 +96,8 @@ def serve(args: argparse.Namespace) -> int:
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
+    if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
+        threading.Thread(target=ConfigWatcher(store, args).run, args=(stopped,), daemon=True).start()
     stopped.wait()
     if rest:
         rest.stop()

@@ -181,3 +181,56 @@ def test_every_signature_returns_probabilities_for_image_files(runs):
 def test_every_signature_returns_probabilities_for_real_photos(runs, shared_dir):
     photos = sorted(glob.glob(os.path.join(shared_dir, 'data', 'cats_and_dogs_filtered', 'validation', '*', '*.jpg')))
     check_probabilities(pushed_model(runs), photos[:3] + photos[-3:])
+
+
+@pytest.fixture(scope='module')
+def served(runs):
+    """The pushed model behind our REST and gRPC servers, as `petpark serve` would run them."""
+    from tensorflow_serving.config import model_server_config_pb2
+    from serving import tf_servable
+    from serving.grpc_service import make_server
+    from serving.model_store import ModelStore
+    from serving.server import RestServer
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name='petpark', base_path=os.path.join(runs['home'], 'serving', 'petpark'))
+    store = ModelStore(config, tf_servable.load)
+    store.start(poll_seconds=0)
+    grpc_server, grpc_port = make_server(store, '127.0.0.1', 0)
+    grpc_server.start()
+    rest = RestServer(store, port=0).start()
+    yield {'rest': f'127.0.0.1:{rest.port}', 'grpc': f'127.0.0.1:{grpc_port}'}
+    rest.stop()
+    grpc_server.stop(grace=None)
+
+
+def test_petpark_predict_over_rest_and_grpc_matches_the_model(runs, served, capsys):
+    from pipeline import cli
+    images = sorted(glob.glob(os.path.join(runs['data'], 'span-1', '*', '*.jpg')))[:4]
+    expected = pushed_model(runs).signatures[features.IMAGE_BYTES_SIGNATURE](
+        image_bytes=tf.constant([open(p, 'rb').read() for p in images]))['scores'].numpy()
+    for flags in ([], ['--grpc']):
+        server = served['grpc' if flags else 'rest']
+        assert cli.main(['predict', '--server', server, *flags, *images]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 4
+        for line, scores in zip(lines, expected):
+            path, label, probability = line.split('\t')
+            assert label == features.LABELS[int(np.argmax(scores))]
+            assert float(probability) == pytest.approx(float(np.max(scores)), abs=1e-3)
+
+
+def test_classify_api_on_serving_default_and_bad_image_bytes(runs, served):
+    import base64
+    import requests
+    image = sorted(glob.glob(os.path.join(runs['data'], 'span-1', 'dog', '*.jpg')))[0]
+    b64 = base64.b64encode(open(image, 'rb').read()).decode()
+    url = f"http://{served['rest']}/v1/models/petpark"
+    reply = requests.post(url + ':classify', json={'examples': [{features.IMAGE_KEY: {'b64': b64}}]}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    (result,) = reply.json()['results']
+    assert [label for label, _ in result] == list(features.LABELS)
+    assert sum(score for _, score in result) == pytest.approx(1.0, abs=1e-5)
+    reply = requests.post(url + ':predict', timeout=30, json={
+        'signature_name': features.IMAGE_BYTES_SIGNATURE, 'instances': [{'b64': base64.b64encode(b'not an image').decode()}]})
+    assert reply.status_code == 400 and reply.json()['error']
+    assert requests.get(url, timeout=10).json()['model_version_status'][0]['state'] == 'AVAILABLE'

@@ -1,0 +1,85 @@
+"""`petpark promote`: move a version label (stable, canary) in models.config, safely.
+
+TF Serving accepts a label only on a version that is already AVAILABLE, so a release is two
+steps: a version that is not yet among the served versions is first added to the model's
+`specific` version policy; once the server reports it AVAILABLE, the same command moves
+the label. Rollback is promoting the previous version again. Every write is atomic (a
+temporary file renamed over the old one), so a server polling the file never reads half.
+"""
+import os
+import tempfile
+from typing import List
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+SAVED_MODEL_FILE = 'saved_model.pb'
+
+
+def complete_versions(model_dir: str) -> List[int]:
+    """Version folders that hold a saved_model.pb (what a model server would load)."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(n) for n in os.listdir(model_dir)
+                  if n.isdigit() and os.path.isfile(os.path.join(model_dir, n, SAVED_MODEL_FILE)))
+
+
+def read_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    if os.path.exists(path):
+        with open(path) as f:
+            try:
+                text_format.Parse(f.read(), config)
+            except text_format.ParseError as e:
+                raise ValueError(f'Error parsing text-format tensorflow.serving.ModelServerConfig: {path}: {e}') from None
+    return config
+
+
+def write_config_atomically(config: model_server_config_pb2.ModelServerConfig, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix='.models.config.', dir=folder)
+    try:
+        with os.fdopen(descriptor, 'w') as f:
+            f.write(text_format.MessageToString(config))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def promote(config_path: str, model_name: str, model_dir: str, label: str, version: int,
+            base_path: str = '') -> str:
+    """Updates `config_path`; returns what it did, in one sentence.
+
+    model_dir: where this machine sees the model's versions (checked for `version`);
+    base_path: the path the server sees (default: model_dir), used for a new model entry.
+    """
+    if not label or not label.replace('_', '').replace('-', '').isalnum():
+        raise ValueError(f'Label must be a word such as stable or canary, got {label!r}')
+    available = complete_versions(model_dir)
+    if version not in available:
+        raise ValueError(f'Version {version} of model {model_name} does not exist in {model_dir} '
+                         f'(complete versions: {available or "none"})')
+    config = read_config(config_path)
+    models = {m.name: m for m in config.model_config_list.config}
+    model = models.get(model_name)
+    if model is None:
+        model = config.model_config_list.config.add(
+            name=model_name, base_path=os.path.abspath(base_path or model_dir), model_platform='tensorflow')
+    policy = model.model_version_policy
+    served = set(policy.specific.versions) if policy.WhichOneof('policy_choice') == 'specific' else set()
+    served |= set(model.version_labels.values())
+    if version not in served:
+        policy.specific.versions[:] = sorted(served | {version})
+        write_config_atomically(config, config_path)
+        return (f'Version {version} added to the served versions of {model_name}; once it is AVAILABLE, '
+                f'run the same command again to point {label!r} at it.')
+    previous = model.version_labels.get(label)
+    model.version_labels[label] = version
+    policy.specific.versions[:] = sorted(set(model.version_labels.values()))  # unlabelled versions retire
+    write_config_atomically(config, config_path)
+    moved = f'from {previous} ' if previous is not None and previous != version else ''
+    return f'Label {label!r} of {model_name} moved {moved}to version {version}; serving versions {list(policy.specific.versions)}.'

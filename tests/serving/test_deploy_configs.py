@@ -1,0 +1,47 @@
+"""The deployment configuration parses, and its parts agree with each other."""
+import os
+
+import yaml
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+DEPLOY = os.path.join(os.path.dirname(__file__), '..', '..', 'serving', 'deploy')
+FLAGS = {'models.config': 'model_config_file', 'batching.config': 'batching_parameters_file',
+         'monitoring.config': 'monitoring_config_file'}
+
+
+def content(text):
+    """Lines that matter: no blanks, no comments."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith('#')]
+
+
+def read(*parts):
+    with open(os.path.join(DEPLOY, *parts)) as f:
+        return f.read()
+
+
+def test_models_config_is_a_valid_model_server_config():
+    config = text_format.Parse(read('models.config'), model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert model.name == 'petpark' and model.base_path == '/models/petpark'
+    assert model.model_version_policy.latest.num_versions == 2
+
+
+def test_compose_and_kubernetes_run_the_same_server_flags_and_files():
+    compose = yaml.safe_load(read('docker-compose.yml'))['services']['tf-serving']
+    deployment = yaml.safe_load(read('kubernetes', 'deployment.yaml'))
+    container = deployment['spec']['template']['spec']['containers'][0]
+    assert compose['image'] == container['image']
+    assert compose['command'] == container['args']
+    assert {'8500:8500', '8501:8501'} == set(compose['ports'])
+    assert {p['containerPort'] for p in container['ports']} == {8500, 8501}
+    configmap = yaml.safe_load(read('kubernetes', 'configmap.yaml'))['data']
+    for name, flag in FLAGS.items():
+        assert f'--{flag}=/config/{name}' in compose['command']
+        assert content(configmap[name]) == content(read(name)), name
+
+
+def test_monitoring_path_matches_the_scrape_annotation():
+    deployment = yaml.safe_load(read('kubernetes', 'deployment.yaml'))
+    annotations = deployment['spec']['template']['metadata']['annotations']
+    assert f'path: "{annotations["prometheus.io/path"]}"' in read('monitoring.config')

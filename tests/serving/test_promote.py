@@ -1,0 +1,78 @@
+"""petpark promote: two-step label moves, refusals, atomic writes, a config the store accepts."""
+import os
+
+import pytest
+from tensorflow_serving.config import model_server_config_pb2
+
+from pipeline import cli
+from serving import promote
+from serving.model_store import ModelStore, Servable
+
+
+def add_version(model_dir, version):
+    os.makedirs(os.path.join(model_dir, str(version)), exist_ok=True)
+    open(os.path.join(model_dir, str(version), 'saved_model.pb'), 'w').close()
+
+
+def test_release_canary_then_promote_and_roll_back(tmp_path):
+    model_dir, config_path = str(tmp_path / 'petpark'), str(tmp_path / 'models.config')
+    for version in (1, 2):
+        add_version(model_dir, version)
+    assert 'added to the served versions' in promote.promote(config_path, 'petpark', model_dir, 'stable', 1)
+    assert "'stable' of petpark moved to version 1" in promote.promote(config_path, 'petpark', model_dir, 'stable', 1)
+    promote.promote(config_path, 'petpark', model_dir, 'canary', 2)  # step 1: serve version 2 too
+    config = promote.read_config(config_path)
+    assert list(config.model_config_list.config[0].model_version_policy.specific.versions) == [1, 2]
+    assert 'canary' not in config.model_config_list.config[0].version_labels
+    promote.promote(config_path, 'petpark', model_dir, 'canary', 2)  # step 2: label it
+    message = promote.promote(config_path, 'petpark', model_dir, 'stable', 2)
+    assert 'moved from 1 to version 2' in message
+    model = promote.read_config(config_path).model_config_list.config[0]
+    assert dict(model.version_labels) == {'stable': 2, 'canary': 2}
+    assert list(model.model_version_policy.specific.versions) == [2]  # version 1 retires
+    assert model.base_path == model_dir and model.model_platform == 'tensorflow'
+
+
+def test_refuses_missing_or_incomplete_versions_and_bad_labels(tmp_path):
+    model_dir, config_path = str(tmp_path / 'petpark'), str(tmp_path / 'models.config')
+    add_version(model_dir, 1)
+    os.makedirs(os.path.join(model_dir, '3'))  # no saved_model.pb yet
+    for version in (2, 3):
+        with pytest.raises(ValueError, match=f'Version {version} of model petpark does not exist.*\\[1\\]'):
+            promote.promote(config_path, 'petpark', model_dir, 'stable', version)
+    with pytest.raises(ValueError, match='Label must be a word'):
+        promote.promote(config_path, 'petpark', model_dir, 'st able', 1)
+    assert not os.path.exists(config_path)
+
+
+def test_unparsable_config_is_reported_and_left_alone(tmp_path):
+    model_dir, config_path = str(tmp_path / 'petpark'), str(tmp_path / 'models.config')
+    add_version(model_dir, 1)
+    with open(config_path, 'w') as f:
+        f.write('model_config_list { config { name: ')
+    with pytest.raises(ValueError, match='Error parsing text-format tensorflow.serving.ModelServerConfig'):
+        promote.promote(config_path, 'petpark', model_dir, 'stable', 1)
+    assert open(config_path).read() == 'model_config_list { config { name: '
+    assert [n for n in os.listdir(tmp_path) if n.startswith('.models.config.')] == []
+
+
+def test_written_config_is_served_by_the_model_store(tmp_path):
+    model_dir, config_path = str(tmp_path / 'petpark'), str(tmp_path / 'models.config')
+    add_version(model_dir, 1)
+    add_version(model_dir, 2)
+    for _ in range(2):
+        promote.promote(config_path, 'petpark', model_dir, 'stable', 1)
+    store = ModelStore(promote.read_config(config_path), lambda name, path, version: Servable())
+    store.start(poll_seconds=0)
+    assert [r.version for r in store.status('petpark')] == [1]  # the policy pins the labelled version
+    assert store.resolve_label('petpark', 'stable') == 1
+
+
+def test_cli_uses_home_defaults(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('PETPARK_HOME', str(tmp_path))
+    add_version(str(tmp_path / 'serving' / 'petpark'), 7)
+    assert cli.main(['promote', '--label', 'stable', '--version', '7']) == 0
+    assert 'added to the served versions' in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / 'serving' / 'models.config')
+    assert cli.main(['promote', '--label', 'stable', '--version', '8']) == 2
+    assert 'Version 8 of model petpark does not exist' in capsys.readouterr().err

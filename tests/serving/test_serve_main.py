@@ -1,0 +1,56 @@
+"""petpark serve's flags, config reading and config-file watching."""
+import argparse
+import os
+import time
+
+import pytest
+
+from serving import main, promote
+from serving.model_store import ModelStore, Servable
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    main.add_flags(parser)
+    return parser.parse_args(argv)
+
+
+def test_tf_serving_flag_defaults_and_forms():
+    args = parse('--rest_api_port=8501', '--model_base_path', '/m')
+    assert (args.port, args.rest_api_port, args.model_name, args.file_system_poll_wait_seconds) == (8500, 8501, 'default', 1.0)
+    assert args.host == '127.0.0.1'
+
+
+def test_config_from_flags_and_errors(tmp_path):
+    config = main.read_config(parse('--model_name=pets', '--model_base_path', str(tmp_path)))
+    assert config.model_config_list.config[0].name == 'pets'
+    with pytest.raises(ValueError, match='Both --model_base_path and --model_config_file are empty'):
+        main.read_config(parse())
+    bad = tmp_path / 'bad.config'
+    bad.write_text('model_config_list { oops')
+    with pytest.raises(ValueError, match='Error parsing text-format tensorflow.serving.ModelServerConfig'):
+        main.read_config(parse('--model_config_file', str(bad)))
+
+
+def test_watcher_reloads_a_promoted_config_and_keeps_it_on_a_bad_edit(tmp_path):
+    model_dir, config_path = str(tmp_path / 'petpark'), str(tmp_path / 'models.config')
+    for version in (1, 2):
+        os.makedirs(os.path.join(model_dir, str(version)))
+        open(os.path.join(model_dir, str(version), 'saved_model.pb'), 'w').close()
+    for _ in range(2):
+        promote.promote(config_path, 'petpark', model_dir, 'stable', 1)
+    args = parse('--model_config_file', config_path)
+    store = ModelStore(main.read_config(args), lambda name, path, version: Servable())
+    store.start(poll_seconds=0)
+    watcher = main.ConfigWatcher(store, args)
+    assert watcher.poll() == 'unchanged'
+    time.sleep(0.01)
+    promote.promote(config_path, 'petpark', model_dir, 'canary', 2)  # serve version 2 as well
+    os.utime(config_path, (time.time() + 1, time.time() + 1))
+    assert watcher.poll() == 'reloaded'
+    assert sorted(r.version for r in store.status('petpark')) == [1, 2]
+    with open(config_path, 'w') as f:
+        f.write('not a config')
+    os.utime(config_path, (time.time() + 2, time.time() + 2))
+    assert watcher.poll().startswith('kept the previous config: Error parsing')
+    assert store.resolve_label('petpark', 'stable') == 1
