@@ -47,10 +47,12 @@ def demo(work: str) -> None:
     for node, seconds in record.seconds.items():
         print(f'  {node:<32} {seconds:8.1f} s  {record.states[node]}')
     print(f'  {"total (wall)":<32} {first:8.1f} s')
-    second, record = timed_run(settings, os.path.join(work, 'demo-2.log'))
-    cached = sum(state == 'CACHED' for state in record.states.values())
-    print(f'Re-run, unchanged inputs: {second:.1f} s wall, {cached} of {len(record.states)} components cached')
-    print(f'  cached re-run / first run = {second / first:.3f}  (target < 0.10)')
+    for attempt in (2, 3):  # run 2 re-evaluates against the new baseline; run 3 is all cache
+        again, record = timed_run(settings, os.path.join(work, f'demo-{attempt}.log'))
+        cached = [node for node, state in record.states.items() if state == 'CACHED']
+        ran = sorted(set(record.states) - set(cached))
+        print(f'Run {attempt}, unchanged inputs: {again:.1f} s wall, {len(cached)} of {len(record.states)} '
+              f'components cached (ran: {", ".join(ran)}); / first run = {again / first:.3f} (target < 0.10)')
     print(f'  first run under 5 minutes: {"yes" if first < 300 else "no"} ({first / 60:.2f} min)')
 
 

@@ -76,6 +76,7 @@ class Console:
             # Python-level streams too, for hosts where sys.stdout is not descriptor 1.
             self._saved_streams = (sys.stdout, sys.stderr)
             sys.stdout = sys.stderr = os.fdopen(os.dup(1), 'w', buffering=1)
+        self._saved_verbosity = absl_logging.get_verbosity()
         absl_logging.set_verbosity(absl_logging.INFO)
         self._handler = _ProgressHandler(self.out)
         logging.getLogger('absl').addHandler(self._handler)
@@ -87,6 +88,7 @@ class Console:
 
     def __exit__(self, *exc) -> None:
         logging.getLogger('absl').removeHandler(self._handler)
+        absl_logging.set_verbosity(self._saved_verbosity)
         sys.stdout.flush()
         sys.stderr.flush()
         if self._saved_streams:

@@ -2,12 +2,15 @@
 import logging
 import os
 
+from absl import logging as absl_logging
+
 from pipeline import console
 
 
 def test_progress_lines_and_redirected_noise(tmp_path, capfd):
     log_path = str(tmp_path / 'logs' / 'run.log')
     absl = logging.getLogger('absl')
+    absl_logging.set_verbosity(absl_logging.WARNING)
     with console.Console(verbose=False, log_path=log_path) as terminal:
         print('library chatter', flush=True)
         os.write(2, b'C++ warning\n')
@@ -25,6 +28,7 @@ def test_progress_lines_and_redirected_noise(tmp_path, capfd):
     assert 'library chatter' in logged and 'C++ warning' in logged
     print('after', flush=True)
     assert 'after' in capfd.readouterr().out  # descriptors restored
+    assert absl_logging.get_verbosity() == absl_logging.WARNING  # and absl's level
 
 
 def test_verbose_leaves_output_on_the_terminal(tmp_path, capfd):

@@ -3,8 +3,11 @@ import os
 import shutil
 
 import tensorflow as tf
+from tensorflow_serving.config import model_server_config_pb2
 
 from modules.trainer import set_method_names
+from serving import tf_servable
+from serving.model_store import ModelStore
 
 
 def build_linear_model(path: str, slope: float = 0.5, intercept: float = 2.0) -> None:
@@ -30,6 +33,17 @@ def build_linear_model(path: str, slope: float = 0.5, intercept: float = 2.0) ->
         'serving_default': predict, 'classify_x_to_y': classify, 'regress_x_to_y': regress, 'echo': echo})
     set_method_names(path, {'classify_x_to_y': tf.saved_model.CLASSIFY_METHOD_NAME,
                             'regress_x_to_y': tf.saved_model.REGRESS_METHOD_NAME})
+
+
+def serve_linear_model(base: str, name: str = 'half_plus_two', version: int = 123) -> ModelStore:
+    """A started ModelStore serving a fresh half_plus_two at `base`/`version`, labelled stable."""
+    build_linear_model(os.path.join(base, str(version)))
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name=name, base_path=base, model_platform='tensorflow')
+    model.version_labels['stable'] = version
+    store = ModelStore(config, tf_servable.load)
+    store.start(poll_seconds=0)
+    return store
 
 
 def push_like_tfx(source: str, destination: str) -> None:

@@ -6,25 +6,16 @@ import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
-from tensorflow_serving.config import model_server_config_pb2
 
-from serving import tf_servable
 from serving.grpc_service import make_server
-from serving.model_store import ModelStore
-from tests.serving.model_fixtures import build_linear_model
+from tests.serving.model_fixtures import serve_linear_model
 
 VERSION = 123
 
 
 @pytest.fixture(scope='module')
 def channel(tmp_path_factory):
-    base = tmp_path_factory.mktemp('grpc_models') / 'half_plus_two'
-    build_linear_model(str(base / str(VERSION)))
-    config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add(name='half_plus_two', base_path=str(base))
-    model.version_labels['stable'] = VERSION
-    store = ModelStore(config, tf_servable.load)
-    store.start(poll_seconds=0)
+    store = serve_linear_model(str(tmp_path_factory.mktemp('grpc_models') / 'half_plus_two'), version=VERSION)
     server, port = make_server(store, '127.0.0.1', 0)
     server.start()
     with grpc.insecure_channel(f'127.0.0.1:{port}') as channel:

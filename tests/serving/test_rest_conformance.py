@@ -5,26 +5,15 @@ import json
 
 import pytest
 import requests
-from tensorflow_serving.config import model_server_config_pb2
-
-from serving import tf_servable
-from serving.model_store import ModelStore
 from serving.server import RestServer
-from tests.serving.model_fixtures import build_linear_model
+from tests.serving.model_fixtures import serve_linear_model
 
 VERSION = 123
 
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp('models') / 'half_plus_two'
-    build_linear_model(str(base / str(VERSION)))
-    config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add(name='half_plus_two', base_path=str(base),
-                                                model_platform='tensorflow')
-    model.version_labels['stable'] = VERSION
-    store = ModelStore(config, tf_servable.load)
-    store.start(poll_seconds=0)
+    store = serve_linear_model(str(tmp_path_factory.mktemp('models') / 'half_plus_two'), version=VERSION)
     rest = RestServer(store, port=0).start()
     yield f'http://127.0.0.1:{rest.port}'
     rest.stop()
