@@ -11,6 +11,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
 from serving import errors
+from serving.metrics import ServingMetrics
 from serving.model_store import ModelStore
 from serving.rest_api import classification_results
 from serving.tf_servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
@@ -60,8 +61,8 @@ def _serialized_examples(model_input) -> np.ndarray:
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-    def __init__(self, store: ModelStore):
-        self.store = store
+    def __init__(self, store: ModelStore, metrics: ServingMetrics):
+        self.store, self.metrics = store, metrics
 
     def _fill_spec(self, spec: model_pb2.ModelSpec, name: str, version: int, signature: str) -> None:
         spec.name = name
@@ -72,7 +73,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         name, version, label = _spec(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        with self.store.acquire(name, version, label) as servable:
+        with self.metrics.request(name, 'predict', 'GRPC') as labels, \
+                self.store.acquire(name, version, label) as servable:
+            labels['version'] = str(servable.version)
             inputs = {alias: tf.make_ndarray(tensor) for alias, tensor in request.inputs.items()}
             outputs = servable.run(signature_name, inputs, list(request.output_filter))
             response = predict_pb2.PredictResponse()
@@ -84,7 +87,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _examples_call(self, request, method: str):
         name, version, label = _spec(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        with self.store.acquire(name, version, label) as servable:
+        api = 'classify' if method == CLASSIFY_METHOD else 'regress'
+        with self.metrics.request(name, api, 'GRPC') as labels, self.store.acquire(name, version, label) as servable:
+            labels['version'] = str(servable.version)
             alias = servable.examples_signature(signature_name, method)
             outputs = servable.run(signature_name, {alias: _serialized_examples(request.input)})
             return name, servable.version, signature_name, outputs
@@ -153,12 +158,14 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse()
 
 
-def make_server(store: ModelStore, host: str, port: int, workers: int = 16) -> Tuple[grpc.Server, int]:
+def make_server(store: ModelStore, host: str, port: int, metrics: Optional[ServingMetrics] = None,
+                workers: int = 16) -> Tuple[grpc.Server, int]:
     """A started-ready gRPC server with both services; returns it and the bound port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix='grpc'),
                          options=[('grpc.max_receive_message_length', MAX_MESSAGE_BYTES),
                                   ('grpc.max_send_message_length', MAX_MESSAGE_BYTES)])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(store), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(store, metrics or ServingMetrics()), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store), server)
     bound = server.add_insecure_port(f'{host}:{port}')
     if bound == 0:

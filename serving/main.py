@@ -5,6 +5,8 @@ import signal
 import threading
 
 from google.protobuf import text_format
+
+DEFAULT_METRICS_PATH = '/monitoring/prometheus/metrics'
 from tensorflow_serving.config import model_server_config_pb2
 
 
@@ -19,6 +21,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help='seconds between scans for new versions (0: only at start-up)')
     parser.add_argument('--model_config_file_poll_wait_seconds', type=float, default=0.0,
                         help='seconds between re-reads of --model_config_file (0: never)')
+    parser.add_argument('--monitoring_config_file',
+                        help='text MonitoringConfig; prometheus_config enables metrics on the REST port')
     parser.add_argument('--host', default='127.0.0.1', help='address to bind (TF Serving binds all; we do not)')
 
 
@@ -72,21 +76,32 @@ class ConfigWatcher:
 def serve(args: argparse.Namespace) -> int:
     """Starts the store, gRPC and (optionally) REST; runs until SIGINT/SIGTERM."""
     from serving import errors, tf_servable  # TensorFlow: imported only when serving starts
+    from serving import config_protos
     from serving.grpc_service import make_server
+    from serving.metrics import ServingMetrics
     from serving.model_store import ModelStore, State
     from serving.server import RestServer
     try:
         store = ModelStore(read_config(args), tf_servable.load)
     except errors.ServingError as e:
         raise ValueError(e.message) from None
+    metrics_path = None
+    if args.monitoring_config_file:
+        monitoring = config_protos.parse_text(args.monitoring_config_file, config_protos.MonitoringConfig,
+                                              'MonitoringConfig')
+        if monitoring.prometheus_config.enable:
+            metrics_path = monitoring.prometheus_config.path or DEFAULT_METRICS_PATH
     store.start(args.file_system_poll_wait_seconds)
-    grpc_server, grpc_port = make_server(store, args.host, args.port)
+    metrics = ServingMetrics()
+    grpc_server, grpc_port = make_server(store, args.host, args.port, metrics)
     grpc_server.start()
     print(f'gRPC (PredictionService, ModelService) at {args.host}:{grpc_port}', flush=True)
     rest = None
     if args.rest_api_port:
-        rest = RestServer(store, args.host, args.rest_api_port).start()
+        rest = RestServer(store, args.host, args.rest_api_port, metrics, metrics_path).start()
         print(f'REST at http://{args.host}:{rest.port}/v1/models/...', flush=True)
+        if metrics_path:
+            print(f'Prometheus metrics at http://{args.host}:{rest.port}{metrics_path}', flush=True)
     for name in store.model_names():
         try:
             versions = ', '.join(f'version {r.version} {State.Name(r.state)}' for r in store.status(name))

@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import errors, json_tensor
+from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.model_store import ModelStore
 from serving.tf_servable import CLASSIFY_METHOD, REGRESS_METHOD
 
@@ -32,8 +33,10 @@ def _error(error: errors.ServingError) -> web.Response:
 class RestApi:
     """Routes every /v1/ request the way TF Serving does; `app` is the aiohttp application."""
 
-    def __init__(self, store: ModelStore, workers: int = 8):
+    def __init__(self, store: ModelStore, metrics: ServingMetrics, metrics_path: Optional[str] = None,
+                 workers: int = 8):
         self.store = store
+        self.metrics, self.metrics_path = metrics, metrics_path
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='rest-inference')
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
         self.app.router.add_route('*', '/{tail:.*}', self.handle)
@@ -49,6 +52,8 @@ class RestApi:
                 body = await request.read()
                 return _json(await asyncio.get_running_loop().run_in_executor(
                     self._pool, self._inference, match, body))
+            if request.method == 'GET' and self.metrics_path and path == self.metrics_path:
+                return web.Response(body=self.metrics.exposition(), headers={'Content-Type': CONTENT_TYPE})
             if request.method == 'GET':
                 match = _MODEL.match(path)
                 if not match:
@@ -87,11 +92,17 @@ class RestApi:
     def _inference(self, match: re.Match, body: bytes) -> Dict[str, Any]:
         name, version, label, method = (urllib.parse.unquote(match.group(1)), match.group(2),
                                         _unquote(match.group(3)), match.group(4))
+        with self.metrics.request(name, method, 'REST') as labels:
+            return self._infer(name, version, label, method, body, labels)
+
+    def _infer(self, name: str, version: Optional[str], label: Optional[str], method: str, body: bytes,
+               labels: dict) -> Dict[str, Any]:
         document = json_tensor.parse_body(body)
         signature_name = document.get('signature_name')
         if signature_name is not None and not isinstance(signature_name, str):
             raise errors.invalid_argument("'signature_name' must be a string")
         with self.store.acquire(name, int(version) if version else None, label) as servable:
+            labels['version'] = str(servable.version)
             if method == 'predict':
                 inputs, row_format = json_tensor.request_to_inputs(document, servable.signature(signature_name))
                 return json_tensor.outputs_to_response(servable.run(signature_name, inputs), row_format)

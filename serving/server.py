@@ -5,6 +5,7 @@ from typing import Optional
 
 from aiohttp import web
 
+from serving.metrics import ServingMetrics
 from serving.model_store import ModelStore
 from serving.rest_api import RestApi
 
@@ -12,8 +13,9 @@ from serving.rest_api import RestApi
 class RestServer:
     """The REST API on host:port, served from a background thread's event loop."""
 
-    def __init__(self, store: ModelStore, host: str = '127.0.0.1', port: int = 8501):
-        self.api = RestApi(store)
+    def __init__(self, store: ModelStore, host: str = '127.0.0.1', port: int = 8501,
+                 metrics: Optional[ServingMetrics] = None, metrics_path: Optional[str] = None):
+        self.api = RestApi(store, metrics or ServingMetrics(), metrics_path)
         self.host, self.port = host, port
         self._loop = asyncio.new_event_loop()
         self._runner: Optional[web.AppRunner] = None

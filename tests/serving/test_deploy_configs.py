@@ -1,6 +1,7 @@
 """The deployment configuration parses, and its parts agree with each other."""
 import os
 
+import pytest
 import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -45,3 +46,17 @@ def test_monitoring_path_matches_the_scrape_annotation():
     deployment = yaml.safe_load(read('kubernetes', 'deployment.yaml'))
     annotations = deployment['spec']['template']['metadata']['annotations']
     assert f'path: "{annotations["prometheus.io/path"]}"' in read('monitoring.config')
+
+
+def test_batching_and_monitoring_files_parse_as_tf_serving_protos(tmp_path):
+    from serving import config_protos
+    monitoring = config_protos.parse_text(os.path.join(DEPLOY, 'monitoring.config'),
+                                          config_protos.MonitoringConfig, 'MonitoringConfig')
+    assert monitoring.prometheus_config.enable and monitoring.prometheus_config.path == '/monitoring/prometheus/metrics'
+    batching = config_protos.parse_text(os.path.join(DEPLOY, 'batching.config'),
+                                        config_protos.BatchingParameters, 'BatchingParameters')
+    assert batching.max_batch_size.value == 32 and list(batching.allowed_batch_sizes) == [1, 8, 32]
+    bad = tmp_path / 'batching.config'
+    bad.write_text('max_batch_size { value: "many" }')
+    with pytest.raises(ValueError, match='Error parsing text-format tensorflow.serving.BatchingParameters'):
+        config_protos.parse_text(str(bad), config_protos.BatchingParameters, 'BatchingParameters')

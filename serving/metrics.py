@@ -1,0 +1,98 @@
+"""Prometheus metrics under TF Serving's names, so its dashboards work unchanged.
+
+  :tensorflow:serving:request_count{model_name,version,API,entrypoint,status}   counter
+  :tensorflow:serving:request_latency{model_name,version,API,entrypoint}         histogram (µs)
+  :tensorflow:serving:batch_size{model_name,version,signature}                    histogram (when batching)
+
+prometheus_client writes the histograms; the counter is written as TF Serving writes it
+(prometheus_client would rename it `..._total`, which TF Serving dashboards do not query).
+"""
+import bisect
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Tuple
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+
+CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
+REQUEST_LABELS = ('model_name', 'version', 'API', 'entrypoint')
+LATENCY_BUCKETS_MICROS = [10 * 1.8 ** i for i in range(33)]  # 10 µs .. ~2.8 h, like TF Serving's exponential buckets
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+
+
+class _Histogram:
+    def __init__(self, bounds: List[float]):
+        self.bounds = bounds
+        self.counts: Dict[Tuple[str, ...], List[int]] = {}
+        self.sums: Dict[Tuple[str, ...], float] = {}
+
+    def observe(self, labels: Tuple[str, ...], value: float) -> None:
+        counts = self.counts.setdefault(labels, [0] * (len(self.bounds) + 1))
+        counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sums[labels] = self.sums.get(labels, 0.0) + value
+
+    def family(self, name: str, documentation: str, label_names) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=list(label_names))
+        for labels, counts in self.counts.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip(self.bounds + [float('inf')], counts):
+                cumulative += count
+                buckets.append(('+Inf' if bound == float('inf') else f'{bound:g}', cumulative))
+            family.add_metric(list(labels), buckets, self.sums[labels])
+        return family
+
+
+class ServingMetrics:
+    """Thread-safe request, latency and batch-size metrics; `exposition()` is the scrape body."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._requests: Dict[Tuple[str, ...], int] = {}
+        self._latency = _Histogram(LATENCY_BUCKETS_MICROS)
+        self._batches = _Histogram([float(b) for b in BATCH_BUCKETS])
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    @contextmanager
+    def request(self, model: str, api: str, entrypoint: str) -> Iterator[dict]:
+        """Times one request; the handler sets ['version'] once resolved. Errors count by code."""
+        labels = {'version': '', 'status': 'OK'}
+        start = time.perf_counter()
+        try:
+            yield labels
+        except Exception as e:
+            code = getattr(e, 'code', None)
+            labels['status'] = code.name if code is not None else 'UNKNOWN'
+            raise
+        finally:
+            key = (model, labels['version'], api, entrypoint)
+            with self._lock:
+                self._requests[key + (labels['status'],)] = self._requests.get(key + (labels['status'],), 0) + 1
+                self._latency.observe(key, (time.perf_counter() - start) * 1e6)
+
+    def batch(self, model: str, version: str, signature: str, size: int) -> None:
+        with self._lock:
+            self._batches.observe((model, version, signature), float(size))
+
+    def collect(self):
+        with self._lock:
+            yield self._latency.family(':tensorflow:serving:request_latency',
+                                       'Request latency in microseconds.', REQUEST_LABELS)
+            yield self._batches.family(':tensorflow:serving:batch_size', 'Sizes of the batches run.',
+                                       ('model_name', 'version', 'signature'))
+
+    def exposition(self) -> bytes:
+        with self._lock:
+            requests = sorted(self._requests.items())
+        lines = ['# HELP :tensorflow:serving:request_count Total requests, by outcome.',
+                 '# TYPE :tensorflow:serving:request_count counter']
+        for labels, value in requests:
+            pairs = ','.join(f'{name}="{_escape(label)}"' for name, label in zip(REQUEST_LABELS + ('status',), labels))
+            lines.append(f':tensorflow:serving:request_count{{{pairs}}} {value}')
+        return ('\n'.join(lines) + '\n').encode() + generate_latest(self.registry)
+
+
+def _escape(value: str) -> str:
+    return value.replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
