@@ -49,7 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', default=os.path.join(SHARED, 'data', 'cats_and_dogs_filtered'))
     parser.add_argument('--weights', default=os.path.join(SHARED, 'models', 'mobilenet_2_5_224_tf_no_top.h5'))
-    parser.add_argument('--image-size', type=int, default=160)
+    parser.add_argument('--image-size', type=int, default=224)
     parser.add_argument('--home', help='pipeline home (default: a new temporary folder)')
     args = parser.parse_args()
     if not os.path.isdir(os.path.join(args.data, 'validation')):

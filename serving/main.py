@@ -21,6 +21,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help='seconds between scans for new versions (0: only at start-up)')
     parser.add_argument('--model_config_file_poll_wait_seconds', type=float, default=0.0,
                         help='seconds between re-reads of --model_config_file (0: never)')
+    parser.add_argument('--enable_batching', action='store_true', help='batch concurrent requests')
+    parser.add_argument('--batching_parameters_file', help='text BatchingParameters (needs --enable_batching)')
     parser.add_argument('--monitoring_config_file',
                         help='text MonitoringConfig; prometheus_config enables metrics on the REST port')
     parser.add_argument('--host', default='127.0.0.1', help='address to bind (TF Serving binds all; we do not)')
@@ -73,16 +75,31 @@ class ConfigWatcher:
                 print(f'{self.args.model_config_file}: {result}', flush=True)
 
 
+def make_loader(args: argparse.Namespace, metrics):
+    """How the store loads a version: the SavedModel, behind a batch queue with --enable_batching."""
+    from serving import batching, config_protos, tf_servable
+    if args.batching_parameters_file and not args.enable_batching:
+        raise ValueError('--batching_parameters_file requires --enable_batching')
+    if not args.enable_batching:
+        return tf_servable.load
+    params = config_protos.BatchingParameters()
+    if args.batching_parameters_file:
+        params = config_protos.parse_text(args.batching_parameters_file, config_protos.BatchingParameters,
+                                          'BatchingParameters')
+    return lambda name, path, version: batching.BatchingServable(
+        tf_servable.load(name, path, version), params, metrics, name)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Starts the store, gRPC and (optionally) REST; runs until SIGINT/SIGTERM."""
-    from serving import errors, tf_servable  # TensorFlow: imported only when serving starts
-    from serving import config_protos
+    from serving import config_protos, errors  # TensorFlow: imported only when serving starts
     from serving.grpc_service import make_server
     from serving.metrics import ServingMetrics
     from serving.model_store import ModelStore, State
     from serving.server import RestServer
+    metrics = ServingMetrics()
     try:
-        store = ModelStore(read_config(args), tf_servable.load)
+        store = ModelStore(read_config(args), make_loader(args, metrics))
     except errors.ServingError as e:
         raise ValueError(e.message) from None
     metrics_path = None
@@ -92,7 +109,6 @@ def serve(args: argparse.Namespace) -> int:
         if monitoring.prometheus_config.enable:
             metrics_path = monitoring.prometheus_config.path or DEFAULT_METRICS_PATH
     store.start(args.file_system_poll_wait_seconds)
-    metrics = ServingMetrics()
     grpc_server, grpc_port = make_server(store, args.host, args.port, metrics)
     grpc_server.start()
     print(f'gRPC (PredictionService, ModelService) at {args.host}:{grpc_port}', flush=True)

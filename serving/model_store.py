@@ -43,6 +43,9 @@ class Servable:
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0)
 
+    def close(self) -> None:
+        """Releases what the servable holds (threads, ...) once it is unloaded and idle."""
+
 
 @dataclasses.dataclass
 class VersionRecord:
@@ -172,6 +175,7 @@ class ModelStore:
             record.state = State.UNLOADING
             servable, record.servable = record.servable, None
         servable.wait_idle()
+        servable.close()
         with self._lock:
             record.state = State.END
 

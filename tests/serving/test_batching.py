@@ -1,0 +1,152 @@
+"""Dynamic batching: merging, padding, limits, errors, shutdown; and through REST."""
+import argparse
+import threading
+
+import grpc
+import numpy as np
+import pytest
+import requests
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import errors, main
+from serving.batching import BatchingServable
+from serving.config_protos import BatchingParameters
+from serving.metrics import ServingMetrics
+from serving.model_store import ModelStore
+from serving.server import RestServer
+from tests.serving.model_fixtures import build_linear_model
+
+
+class RecordingModel:
+    """y = 2x; records the batch sizes it is called with; can be held to let a queue fill."""
+    version = 1
+
+    def __init__(self, fail=False):
+        self.sizes, self.fail, self.gate = [], fail, threading.Event()
+        self.gate.set()
+
+    def run(self, signature_name, inputs, output_filter=()):
+        self.gate.wait()
+        self.sizes.append(len(inputs['x']))
+        if self.fail:
+            raise errors.invalid_argument('model says no')
+        return {'y': inputs['x'] * 2}
+
+
+def params(**values):
+    message = BatchingParameters()
+    for name, value in values.items():
+        if name == 'allowed_batch_sizes':
+            message.allowed_batch_sizes.extend(value)
+        else:
+            getattr(message, name).value = value
+    return message
+
+
+def send_concurrently(servable, count, rows=1):
+    results, threads = {}, []
+    for i in range(count):
+        x = np.full([rows], float(i), dtype=np.float32)
+        threads.append(threading.Thread(target=lambda i=i, x=x: results.__setitem__(i, servable.run(None, {'x': x}))))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_rows():
+    model = RecordingModel()
+    servable = BatchingServable(model, params(max_batch_size=32, batch_timeout_micros=100_000, num_batch_threads=1),
+                                ServingMetrics(), 'm')
+    results = send_concurrently(servable, 24)
+    servable.close()
+    assert sum(model.sizes) == 24 and len(model.sizes) < 24
+    for i, outputs in results.items():
+        np.testing.assert_array_equal(outputs['y'], [2.0 * i])
+
+
+def test_batches_are_padded_to_allowed_sizes():
+    model = RecordingModel()
+    servable = BatchingServable(model, params(max_batch_size=8, batch_timeout_micros=0, allowed_batch_sizes=[2, 8]),
+                                ServingMetrics(), 'm')
+    outputs = servable.run(None, {'x': np.array([1.0, 2.0, 3.0], dtype=np.float32)})
+    servable.close()
+    assert model.sizes == [8]
+    np.testing.assert_array_equal(outputs['y'], [2.0, 4.0, 6.0])
+
+
+def test_limits_and_bad_parameters():
+    servable = BatchingServable(RecordingModel(), params(max_batch_size=4), ServingMetrics(), 'm')
+    with pytest.raises(errors.ServingError, match='Task size 5 is larger than maximum input batch size 4'):
+        servable.run(None, {'x': np.zeros([5], dtype=np.float32)})
+    servable.close()
+    with pytest.raises(ValueError, match='allowed_batch_sizes must end with max_batch_size'):
+        BatchingServable(RecordingModel(), params(max_batch_size=8, allowed_batch_sizes=[2, 4]), ServingMetrics(), 'm')
+
+
+def test_full_queue_is_resource_exhausted():
+    model = RecordingModel()
+    model.gate.clear()  # the model is busy: nothing leaves the queue
+    servable = BatchingServable(model, params(max_batch_size=1, max_enqueued_batches=2, num_batch_threads=1),
+                                ServingMetrics(), 'm')
+    waiting = [threading.Thread(target=servable.run, args=(None, {'x': np.zeros([1], dtype=np.float32)}))
+               for _ in range(3)]  # one running, two queued
+    for thread in waiting:
+        thread.start()
+    deadline = threading.Event()
+    while sum(len(q) for q in servable._queues.values()) < 2 and not deadline.wait(0.01):
+        pass
+    with pytest.raises(errors.ServingError) as error:
+        servable.run(None, {'x': np.zeros([1], dtype=np.float32)})
+    assert error.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.value.http_status == 429
+    model.gate.set()
+    for thread in waiting:
+        thread.join(timeout=10)
+    servable.close()
+
+
+def test_model_errors_reach_every_request_of_the_batch():
+    servable = BatchingServable(RecordingModel(fail=True), params(max_batch_size=8, batch_timeout_micros=50_000),
+                                ServingMetrics(), 'm')
+    failures = []
+
+    def call():
+        try:
+            servable.run(None, {'x': np.zeros([1], dtype=np.float32)})
+        except errors.ServingError as e:
+            failures.append(e.message)
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    servable.close()
+    assert failures == ['model says no'] * 4
+
+
+def test_enable_batching_through_rest(tmp_path):
+    build_linear_model(str(tmp_path / 'm' / '1'))
+    (tmp_path / 'batching.config').write_text('max_batch_size { value: 16 } batch_timeout_micros { value: 20000 }')
+    args = argparse.Namespace(enable_batching=True, batching_parameters_file=str(tmp_path / 'batching.config'))
+    metrics = ServingMetrics()
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name='m', base_path=str(tmp_path / 'm'))
+    store = ModelStore(config, main.make_loader(args, metrics))
+    store.start(poll_seconds=0)
+    rest = RestServer(store, port=0, metrics=metrics, metrics_path='/metrics').start()
+    url = f'http://127.0.0.1:{rest.port}/v1/models/m:predict'
+    answers = {}
+    threads = [threading.Thread(target=lambda i=i: answers.__setitem__(
+        i, requests.post(url, json={'instances': [float(i)]}, timeout=30).json())) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    scrape = requests.get(f'http://127.0.0.1:{rest.port}/metrics').text
+    rest.stop()
+    store.stop()
+    assert answers == {i: {'predictions': [0.5 * i + 2.0]} for i in range(12)}
+    assert ':tensorflow:serving:batch_size_count{model_name="m",signature="serving_default",version="1"} ' in scrape
+    with pytest.raises(ValueError, match='--batching_parameters_file requires --enable_batching'):
+        main.make_loader(argparse.Namespace(enable_batching=False, batching_parameters_file='x'), metrics)
