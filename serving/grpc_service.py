@@ -159,7 +159,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def make_server(store: ModelStore, host: str, port: int, metrics: Optional[ServingMetrics] = None,
-                workers: int = 16) -> Tuple[grpc.Server, int]:
+                workers: int = 64) -> Tuple[grpc.Server, int]:
     """A started-ready gRPC server with both services; returns it and the bound port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix='grpc'),
                          options=[('grpc.max_receive_message_length', MAX_MESSAGE_BYTES),

@@ -34,7 +34,7 @@ class RestApi:
     """Routes every /v1/ request the way TF Serving does; `app` is the aiohttp application."""
 
     def __init__(self, store: ModelStore, metrics: ServingMetrics, metrics_path: Optional[str] = None,
-                 workers: int = 8):
+                 workers: int = 64):
         self.store = store
         self.metrics, self.metrics_path = metrics, metrics_path
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='rest-inference')

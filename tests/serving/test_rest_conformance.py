@@ -2,18 +2,62 @@
 on a half_plus_two SavedModel built here (y = 0.5 x + 2, with classify/regress signatures)."""
 import base64
 import json
+import os
+import shutil
+import socket
+import subprocess
+import time
 
 import pytest
 import requests
+
 from serving.server import RestServer
-from tests.serving.model_fixtures import serve_linear_model
+from tests.serving.model_fixtures import build_linear_model, serve_linear_model
 
 VERSION = 123
+TF_SERVING = shutil.which('tensorflow_model_server')
 
 
-@pytest.fixture(scope='module')
-def server(tmp_path_factory):
-    store = serve_linear_model(str(tmp_path_factory.mktemp('models') / 'half_plus_two'), version=VERSION)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def start_tensorflow_model_server(base: str) -> tuple:
+    """The real TF Serving on the same fixture; (process, url)."""
+    config = os.path.join(os.path.dirname(base), 'models.config')
+    with open(config, 'w') as f:
+        f.write('model_config_list { config { name: "half_plus_two" base_path: "%s" model_platform: "tensorflow" '
+                'version_labels { key: "stable" value: %d } } }' % (base, VERSION))
+    grpc_port, port = free_port(), free_port()
+    process = subprocess.Popen([TF_SERVING, f'--port={grpc_port}', f'--rest_api_port={port}', f'--model_config_file={config}',
+                                '--allow_version_labels_for_unavailable_models'],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f'http://127.0.0.1:{port}'
+    for _ in range(120):
+        try:
+            if requests.get(f'{url}/v1/models/half_plus_two', timeout=1).ok:
+                return process, url
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError('tensorflow_model_server did not start')
+
+
+@pytest.fixture(scope='module', params=['petpark serve', 'tensorflow_model_server'])
+def server(request, tmp_path_factory):
+    """Each test runs against our server and, where it is installed, TF Serving itself."""
+    base = str(tmp_path_factory.mktemp('models') / 'half_plus_two')
+    if request.param == 'tensorflow_model_server':
+        if TF_SERVING is None:
+            pytest.skip('tensorflow_model_server is not on PATH')
+        build_linear_model(os.path.join(base, str(VERSION)))
+        process, url = start_tensorflow_model_server(base)
+        yield url
+        process.kill()
+        return
+    store = serve_linear_model(base, version=VERSION)
     rest = RestServer(store, port=0).start()
     yield f'http://127.0.0.1:{rest.port}'
     rest.stop()
