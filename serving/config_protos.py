@@ -1,4 +1,5 @@
-"""TF Serving's MonitoringConfig and BatchingParameters messages.
+"""TF Serving's config files: text-format parsing, and the MonitoringConfig and
+BatchingParameters messages.
 
 tensorflow-serving-api ships ModelServerConfig but not these two (they live in
 monitoring_config.proto and session_bundle_config.proto), so they are declared here with
@@ -48,12 +49,12 @@ MonitoringConfig = _factory.GetPrototype(_pool.FindMessageTypeByName(f'{_PACKAGE
 BatchingParameters = _factory.GetPrototype(_pool.FindMessageTypeByName(f'{_PACKAGE}.BatchingParameters'))
 
 
-def parse_text(path: str, message_class, what: str):
-    """A text-format file as `message_class`; errors name the file and TF Serving's type."""
+def parse_text(path: str, message_class):
+    """A text-format file as `message_class`; errors name the file and the type, as TF Serving's do."""
     message = message_class()
     with open(path) as f:
         try:
             text_format.Parse(f.read(), message)
         except text_format.ParseError as e:
-            raise ValueError(f'Error parsing text-format tensorflow.serving.{what}: {path}: {e}') from None
+            raise ValueError(f'Error parsing text-format {message.DESCRIPTOR.full_name}: {path}: {e}') from None
     return message

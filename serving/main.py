@@ -4,10 +4,11 @@ import os
 import signal
 import threading
 
-from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import config_protos
 
 DEFAULT_METRICS_PATH = '/monitoring/prometheus/metrics'
-from tensorflow_serving.config import model_server_config_pb2
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -30,18 +31,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def read_config(args: argparse.Namespace) -> model_server_config_pb2.ModelServerConfig:
     """The ModelServerConfig from --model_config_file, or from --model_name/--model_base_path."""
-    config = model_server_config_pb2.ModelServerConfig()
     if args.model_config_file:
-        with open(args.model_config_file) as f:
-            text = f.read()
-        try:
-            text_format.Parse(text, config)
-        except text_format.ParseError as e:
-            raise ValueError(f'Error parsing text-format tensorflow.serving.ModelServerConfig: '
-                             f'{args.model_config_file}: {e}') from None
-        return config
+        return config_protos.parse_text(args.model_config_file, model_server_config_pb2.ModelServerConfig)
     if not args.model_base_path:
         raise ValueError('Both --model_base_path and --model_config_file are empty: give one of them')
+    config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.add(name=args.model_name, base_path=os.path.abspath(args.model_base_path),
                                         model_platform='tensorflow')
     return config
@@ -77,22 +71,21 @@ class ConfigWatcher:
 
 def make_loader(args: argparse.Namespace, metrics):
     """How the store loads a version: the SavedModel, behind a batch queue with --enable_batching."""
-    from serving import batching, config_protos, tf_servable
+    from serving import batching, tf_servable
     if args.batching_parameters_file and not args.enable_batching:
         raise ValueError('--batching_parameters_file requires --enable_batching')
     if not args.enable_batching:
         return tf_servable.load
     params = config_protos.BatchingParameters()
     if args.batching_parameters_file:
-        params = config_protos.parse_text(args.batching_parameters_file, config_protos.BatchingParameters,
-                                          'BatchingParameters')
+        params = config_protos.parse_text(args.batching_parameters_file, config_protos.BatchingParameters)
     return lambda name, path, version: batching.BatchingServable(
         tf_servable.load(name, path, version), params, metrics, name)
 
 
 def serve(args: argparse.Namespace) -> int:
     """Starts the store, gRPC and (optionally) REST; runs until SIGINT/SIGTERM."""
-    from serving import config_protos, errors  # TensorFlow: imported only when serving starts
+    from serving import errors  # TensorFlow: imported only when serving starts
     from serving.grpc_service import make_server
     from serving.metrics import ServingMetrics
     from serving.model_store import ModelStore, State
@@ -104,8 +97,7 @@ def serve(args: argparse.Namespace) -> int:
         raise ValueError(e.message) from None
     metrics_path = None
     if args.monitoring_config_file:
-        monitoring = config_protos.parse_text(args.monitoring_config_file, config_protos.MonitoringConfig,
-                                              'MonitoringConfig')
+        monitoring = config_protos.parse_text(args.monitoring_config_file, config_protos.MonitoringConfig)
         if monitoring.prometheus_config.enable:
             metrics_path = monitoring.prometheus_config.path or DEFAULT_METRICS_PATH
     store.start(args.file_system_poll_wait_seconds)

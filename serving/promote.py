@@ -13,6 +13,8 @@ from typing import List
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import config_protos
+
 SAVED_MODEL_FILE = 'saved_model.pb'
 
 
@@ -25,14 +27,10 @@ def complete_versions(model_dir: str) -> List[int]:
 
 
 def read_config(path: str) -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                text_format.Parse(f.read(), config)
-            except text_format.ParseError as e:
-                raise ValueError(f'Error parsing text-format tensorflow.serving.ModelServerConfig: {path}: {e}') from None
-    return config
+    """The file's ModelServerConfig; an empty one when the file does not exist yet."""
+    if not os.path.exists(path):
+        return model_server_config_pb2.ModelServerConfig()
+    return config_protos.parse_text(path, model_server_config_pb2.ModelServerConfig)
 
 
 def write_config_atomically(config: model_server_config_pb2.ModelServerConfig, path: str) -> None:

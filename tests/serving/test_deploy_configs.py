@@ -51,12 +51,12 @@ def test_monitoring_path_matches_the_scrape_annotation():
 def test_batching_and_monitoring_files_parse_as_tf_serving_protos(tmp_path):
     from serving import config_protos
     monitoring = config_protos.parse_text(os.path.join(DEPLOY, 'monitoring.config'),
-                                          config_protos.MonitoringConfig, 'MonitoringConfig')
+                                          config_protos.MonitoringConfig)
     assert monitoring.prometheus_config.enable and monitoring.prometheus_config.path == '/monitoring/prometheus/metrics'
     batching = config_protos.parse_text(os.path.join(DEPLOY, 'batching.config'),
-                                        config_protos.BatchingParameters, 'BatchingParameters')
+                                        config_protos.BatchingParameters)
     assert batching.max_batch_size.value == 32 and list(batching.allowed_batch_sizes) == [1, 8, 32]
     bad = tmp_path / 'batching.config'
     bad.write_text('max_batch_size { value: "many" }')
     with pytest.raises(ValueError, match='Error parsing text-format tensorflow.serving.BatchingParameters'):
-        config_protos.parse_text(str(bad), config_protos.BatchingParameters, 'BatchingParameters')
+        config_protos.parse_text(str(bad), config_protos.BatchingParameters)
