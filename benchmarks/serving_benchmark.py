@@ -102,7 +102,7 @@ def latency(model_dir: str, image: bytes, grpc_port: int, rest_port: int, calls:
     for name, (p50, p99) in results.items():
         added = '' if name == 'in-process' else f'   added p50 {p50 - base50:+.2f} ms'
         print(f'  {name:<11} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms{added}')
-    print(f'  targets: added p50 <= 1 ms (gRPC), <= 2 ms (REST)')
+    print('  targets: added p50 <= 1 ms (gRPC), <= 2 ms (REST)')
     return signature, tensor
 
 

@@ -67,18 +67,13 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def serving_promote_doc() -> str:
-    from serving import promote
-    return promote.__doc__
-
-
 def _promote(args: argparse.Namespace) -> int:
     from serving import promote
-    settings = config.Settings.from_env({'home': args.home})
-    model = args.model or settings.model_name
-    model_dir = os.path.abspath(args.model_dir or os.path.join(settings.home, 'serving', model))
-    config_path = args.config or os.path.join(settings.home, 'serving', 'models.config')
-    print(promote.promote(config_path, model, model_dir, args.label, args.version, args.base_path or ''))
+    settings = config.Settings.from_env({'home': args.home, 'model_name': args.model})
+    model_dir = os.path.abspath(args.model_dir or settings.serving_model_dir)
+    config_path = args.config or os.path.join(os.path.dirname(settings.serving_model_dir), 'models.config')
+    print(promote.promote(config_path, settings.model_name, model_dir, args.label, args.version,
+                          args.base_path or ''))
     return 0
 
 
@@ -107,10 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--verbose', action='store_true', help='show TF/absl/Beam logs instead of a log file')
     run.set_defaults(func=_run)
 
+    from serving import main as serving_main, promote  # light: no TensorFlow import until used
     serve = commands.add_parser('serve', help="serve pushed models over TF Serving's REST and gRPC APIs")
-    from serving import main as serving_main  # light: no TensorFlow import until serving starts
     serving_main.add_flags(serve)
-    serve.set_defaults(func=lambda args: serving_main.serve(args))
+    serve.set_defaults(func=serving_main.serve)
 
     predict = commands.add_parser('predict', help='classify image files with a running model server')
     predict.add_argument('--server', required=True, metavar='HOST:PORT', help='REST port, or gRPC port with --grpc')
@@ -120,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_predict)
 
     promote = commands.add_parser('promote', help='move a version label (stable/canary) in models.config',
-                                  description=serving_promote_doc())
+                                  description=promote.__doc__)
     promote.add_argument('--label', required=True, help='e.g. stable or canary')
     promote.add_argument('--version', type=int, required=True, help='version folder name')
     promote.add_argument('--config', help='models.config (default: <home>/serving/models.config)')

@@ -13,8 +13,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from serving import errors
 from serving.metrics import ServingMetrics
 from serving.model_store import ModelStore
-from serving.rest_api import classification_results
-from serving.tf_servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+from serving.tf_servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, classification_results
 
 MAX_MESSAGE_BYTES = 2 ** 31 - 1  # TF Serving's limit (INT32_MAX)
 _ERROR_CODES = {grpc.StatusCode.OK: 0, grpc.StatusCode.UNKNOWN: 2}
@@ -125,10 +124,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         with self.store.acquire(name, version, label) as servable:
             response = get_model_metadata_pb2.GetModelMetadataResponse()
             self._fill_spec(response.model_spec, name, servable.version, '')
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for key, signature in servable.signature_defs.items():
-                signature_map.signature_def[key].CopyFrom(signature)
-            response.metadata['signature_def'].Pack(signature_map)
+            response.metadata['signature_def'].Pack(servable.signature_def_map())
             return response
 
     def MultiInference(self, request, context):

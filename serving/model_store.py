@@ -18,9 +18,9 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import errors
+from serving.layout import versions_on_disk
 
 State = get_model_status_pb2.ModelVersionStatus.State
-SAVED_MODEL_FILE = 'saved_model.pb'
 
 
 class Servable:
@@ -60,18 +60,6 @@ class VersionRecord:
 class ModelRecord:
     config: model_server_config_pb2.ModelConfig
     versions: Dict[int, VersionRecord] = dataclasses.field(default_factory=dict)
-
-
-def versions_on_disk(base_path: str) -> Dict[int, float]:
-    """{version: saved_model.pb mtime} for complete numeric version folders."""
-    found = {}
-    if not os.path.isdir(base_path):
-        return found
-    for name in os.listdir(base_path):
-        marker = os.path.join(base_path, name, SAVED_MODEL_FILE)
-        if name.isdigit() and os.path.isfile(marker):
-            found[int(name)] = os.path.getmtime(marker)
-    return found
 
 
 def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: List[int]) -> List[int]:

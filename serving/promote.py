@@ -8,22 +8,11 @@ temporary file renamed over the old one), so a server polling the file never rea
 """
 import os
 import tempfile
-from typing import List
-
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config_protos
-
-SAVED_MODEL_FILE = 'saved_model.pb'
-
-
-def complete_versions(model_dir: str) -> List[int]:
-    """Version folders that hold a saved_model.pb (what a model server would load)."""
-    if not os.path.isdir(model_dir):
-        return []
-    return sorted(int(n) for n in os.listdir(model_dir)
-                  if n.isdigit() and os.path.isfile(os.path.join(model_dir, n, SAVED_MODEL_FILE)))
+from serving.layout import versions_on_disk
 
 
 def read_config(path: str) -> model_server_config_pb2.ModelServerConfig:
@@ -57,7 +46,7 @@ def promote(config_path: str, model_name: str, model_dir: str, label: str, versi
     """
     if not label or not label.replace('_', '').replace('-', '').isalnum():
         raise ValueError(f'Label must be a word such as stable or canary, got {label!r}')
-    available = complete_versions(model_dir)
+    available = sorted(versions_on_disk(model_dir))
     if version not in available:
         raise ValueError(f'Version {version} of model {model_name} does not exist in {model_dir} '
                          f'(complete versions: {available or "none"})')

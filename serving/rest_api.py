@@ -9,17 +9,15 @@ from typing import Any, Dict, Optional
 import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving import errors, json_tensor
 from serving.metrics import CONTENT_TYPE, ServingMetrics
-from serving.model_store import ModelStore
-from serving.tf_servable import CLASSIFY_METHOD, REGRESS_METHOD
+from serving.model_store import ModelStore, State
+from serving.tf_servable import CLASSIFY_METHOD, REGRESS_METHOD, classification_results
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
 _PREDICTION = re.compile(r'^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)$')
 _MODEL = re.compile(r'^/v1/models(?:/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?)?(/metadata)?$')
-_STATE_NAMES = dict((v, k) for k, v in get_model_status_pb2.ModelVersionStatus.State.items())
 
 
 def _json(payload: Dict[str, Any], status: int = 200) -> web.Response:
@@ -75,18 +73,16 @@ class RestApi:
             version = str(self.store.resolve_label(name, label))
         records = self.store.status(name, int(version) if version is not None else None)
         return {'model_version_status': [{
-            'version': str(r.version), 'state': _STATE_NAMES[r.state],
+            'version': str(r.version), 'state': State.Name(r.state),
             'status': {'error_code': 'UNKNOWN' if r.error else 'OK', 'error_message': r.error}} for r in records]}
 
     def _metadata(self, name: str, version: Optional[str], label: Optional[str]) -> Dict[str, Any]:
         with self.store.acquire(name, int(version) if version else None, label) as servable:
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for key, signature in servable.signature_defs.items():
-                signature_map.signature_def[key].CopyFrom(signature)
             return {
                 'model_spec': {'name': name, 'signature_name': '', 'version': str(servable.version)},
                 'metadata': {'signature_def': json_format.MessageToDict(
-                    signature_map, preserving_proto_field_name=True, including_default_value_fields=True)}}
+                    servable.signature_def_map(), preserving_proto_field_name=True,
+                    including_default_value_fields=True)}}
 
     # -- POST ------------------------------------------------------------------------------
     def _inference(self, match: re.Match, body: bytes) -> Dict[str, Any]:
@@ -112,21 +108,6 @@ class RestApi:
             if method == 'regress':
                 return {'results': np.reshape(outputs['outputs'], [-1]).tolist()}
             return {'results': classification_results(outputs)}
-
-
-def classification_results(outputs: Dict[str, np.ndarray]) -> list:
-    """[[[label, score], ...] per example] from a classify signature's `classes`/`scores`."""
-    scores = outputs.get('scores')
-    classes = outputs.get('classes')
-    rows = len(scores) if scores is not None else len(classes)
-    results = []
-    for row in range(rows):
-        width = scores.shape[1] if scores is not None else classes.shape[1]
-        labels = [c.decode('utf-8', 'replace') if isinstance(c, bytes) else str(c)
-                  for c in (classes[row] if classes is not None else [''] * width)]
-        values = scores[row].tolist() if scores is not None else [0.0] * width
-        results.append([[label, value] for label, value in zip(labels, values)])
-    return results
 
 
 def _unquote(value: Optional[str]) -> Optional[str]:

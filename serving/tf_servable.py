@@ -1,13 +1,15 @@
 """A SavedModel version as a servable: signature metadata and Predict/Classify/Regress calls."""
 import os
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, Optional
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving import errors
-from serving.model_store import SAVED_MODEL_FILE, Servable
+from serving.layout import SAVED_MODEL_FILE
+from serving.model_store import Servable
 
 DEFAULT_SIGNATURE = 'serving_default'
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
@@ -40,6 +42,13 @@ class TfServable(Servable):
         if name not in self.signature_defs or name not in self._functions:
             raise errors.failed_precondition(f'Serving signature name: "{name}" not found in signature def')
         return self.signature_defs[name]
+
+    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+        """All signatures, as GetModelMetadata reports them."""
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature in self.signature_defs.items():
+            signature_map.signature_def[key].CopyFrom(signature)
+        return signature_map
 
     def run(self, signature_name: Optional[str], inputs: Dict[str, np.ndarray],
             output_filter: Iterable[str] = ()) -> Dict[str, np.ndarray]:
@@ -81,6 +90,21 @@ class TfServable(Servable):
         if len(signature.inputs) != 1:
             raise errors.invalid_argument(f'Expected one input Tensor, found {len(signature.inputs)}')
         return next(iter(signature.inputs))
+
+
+def classification_results(outputs: Dict[str, np.ndarray]) -> list:
+    """[[[label, score], ...] per example] from a classify signature's `classes`/`scores`."""
+    scores = outputs.get('scores')
+    classes = outputs.get('classes')
+    rows = len(scores) if scores is not None else len(classes)
+    results = []
+    for row in range(rows):
+        width = scores.shape[1] if scores is not None else classes.shape[1]
+        labels = [c.decode('utf-8', 'replace') if isinstance(c, bytes) else str(c)
+                  for c in (classes[row] if classes is not None else [''] * width)]
+        values = scores[row].tolist() if scores is not None else [0.0] * width
+        results.append([[label, value] for label, value in zip(labels, values)])
+    return results
 
 
 def load(name: str, path: str, version: int) -> TfServable:

@@ -2,7 +2,6 @@
 import os
 
 import pytest
-from tensorflow_serving.config import model_server_config_pb2
 
 from pipeline import cli
 from serving import promote
