@@ -2,7 +2,9 @@
 import os
 import shutil
 
+import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from modules.trainer import set_method_names
@@ -50,3 +52,12 @@ def push_like_tfx(source: str, destination: str) -> None:
     """Copies a SavedModel the way TFX's Pusher does: saved_model.pb last."""
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns('saved_model.pb'))
     shutil.copy(os.path.join(source, 'saved_model.pb'), os.path.join(destination, 'saved_model.pb'))
+
+
+def linear_predict_request(name: str = 'half_plus_two', values=(1.0, 2.0), signature: str = '') -> predict_pb2.PredictRequest:
+    """A gRPC PredictRequest of float `x` values for the linear model."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    request.inputs['x'].CopyFrom(tf.make_tensor_proto(np.array(values, dtype=np.float32)))
+    return request

@@ -3,15 +3,14 @@ import resource
 import socket
 
 import grpc
-import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving.grpc_service import make_server
 from serving.server import RestServer
-from tests.serving.model_fixtures import serve_linear_model
+from tests.serving.model_fixtures import linear_predict_request, serve_linear_model
 
 CONNECTIONS = 1000
 
@@ -51,9 +50,7 @@ def test_servers_survive_a_connection_storm(tmp_path, open_files_limit):
         reply = requests.post(f'http://127.0.0.1:{rest.port}/v1/models/half_plus_two:predict',
                               json={'instances': [2.0]}, timeout=30)
         assert reply.json() == {'predictions': [3.0]}
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = 'half_plus_two'
-        request.inputs['x'].CopyFrom(tf.make_tensor_proto(np.array([2.0], dtype=np.float32)))
+        request = linear_predict_request(values=[2.0])
         with grpc.insecure_channel(f'127.0.0.1:{grpc_port}') as channel:
             response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
         assert tf.make_ndarray(response.outputs['y']).tolist() == [3.0]

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     model_management_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from serving.grpc_service import make_server
-from tests.serving.model_fixtures import serve_linear_model
+from tests.serving.model_fixtures import linear_predict_request, serve_linear_model
 
 VERSION = 123
 
@@ -23,16 +23,8 @@ def channel(tmp_path_factory):
     server.stop(grace=None)
 
 
-def predict_request(name='half_plus_two', values=(1.0, 2.0), signature=''):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = signature
-    request.inputs['x'].CopyFrom(tf.make_tensor_proto(np.array(values, dtype=np.float32)))
-    return request
-
-
 def test_predict_fills_model_spec(channel):
-    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(predict_request(), timeout=10)
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(linear_predict_request(), timeout=10)
     np.testing.assert_allclose(tf.make_ndarray(response.outputs['y']), [2.5, 3.0])
     assert response.model_spec.name == 'half_plus_two'
     assert response.model_spec.signature_name == 'serving_default'
@@ -40,7 +32,7 @@ def test_predict_fills_model_spec(channel):
 
 
 def test_predict_by_label_and_output_filter(channel):
-    request = predict_request()
+    request = linear_predict_request()
     request.model_spec.version_label = 'stable'
     request.output_filter.append('y')
     response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
@@ -59,19 +51,19 @@ def rpc_error(call, request):
 
 def test_predict_errors(channel):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    assert rpc_error(stub.Predict, predict_request(name='')) == (
+    assert rpc_error(stub.Predict, linear_predict_request(name='')) == (
         grpc.StatusCode.INVALID_ARGUMENT, 'ModelSpec has no name specified.')
-    assert rpc_error(stub.Predict, predict_request(name='nope')) == (
+    assert rpc_error(stub.Predict, linear_predict_request(name='nope')) == (
         grpc.StatusCode.NOT_FOUND, 'Servable not found for request: Latest(nope)')
-    request = predict_request()
+    request = linear_predict_request()
     request.model_spec.version.value = 7
     assert rpc_error(stub.Predict, request) == (
         grpc.StatusCode.NOT_FOUND, 'Servable not found for request: Specific(half_plus_two, 7)')
-    request = predict_request()
+    request = linear_predict_request()
     request.model_spec.version_label = 'canary'
     assert rpc_error(stub.Predict, request)[0] == grpc.StatusCode.INVALID_ARGUMENT
-    assert rpc_error(stub.Predict, predict_request(signature='nope'))[0] == grpc.StatusCode.FAILED_PRECONDITION
-    request = predict_request()
+    assert rpc_error(stub.Predict, linear_predict_request(signature='nope'))[0] == grpc.StatusCode.FAILED_PRECONDITION
+    request = linear_predict_request()
     request.inputs['extra'].CopyFrom(tf.make_tensor_proto(np.array([1.0], dtype=np.float32)))
     code, details = rpc_error(stub.Predict, request)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and 'extra' in details

@@ -1,15 +1,13 @@
 """Prometheus metrics: TF Serving's names, counted per model, version, API and outcome."""
 import grpc
-import numpy as np
 import requests
-import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving.grpc_service import make_server
 from serving.metrics import ServingMetrics
 from serving.server import RestServer
-from tests.serving.model_fixtures import serve_linear_model
+from tests.serving.model_fixtures import linear_predict_request, serve_linear_model
 
 PATH = '/monitoring/prometheus/metrics'
 
@@ -25,9 +23,7 @@ def test_requests_errors_and_latency_are_exported(tmp_path):
         for _ in range(3):
             assert requests.post(f'{base}/v1/models/half_plus_two:predict', json={'instances': [1.0]}).ok
         assert requests.post(f'{base}/v1/models/half_plus_two:predict', json={'instances': ['x']}).status_code == 400
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = 'half_plus_two'
-        request.inputs['x'].CopyFrom(tf.make_tensor_proto(np.array([1.0], dtype=np.float32)))
+        request = linear_predict_request(values=[1.0])
         with grpc.insecure_channel(f'127.0.0.1:{grpc_port}') as channel:
             prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=10)
         reply = requests.get(base + PATH)
