@@ -25,6 +25,7 @@ DEFAULTS = {'max_batch_size': 1000, 'batch_timeout_micros': 0, 'max_enqueued_bat
 class _Task:
     def __init__(self, inputs: Dict[str, np.ndarray], rows: int):
         self.inputs, self.rows = inputs, rows
+        self.enqueued = time.monotonic()
         self.done = threading.Event()
         self.outputs: Optional[Dict[str, np.ndarray]] = None
         self.error: Optional[Exception] = None
@@ -48,7 +49,8 @@ class BatchingServable(Servable):
         if self.allowed and self.allowed[-1] != self.max_batch_size:
             raise ValueError(f'allowed_batch_sizes must end with max_batch_size ({self.max_batch_size}), '
                              f'got {self.allowed}')
-        self._queues: Dict[Tuple, collections.deque] = collections.defaultdict(collections.deque)
+        self._queues: Dict[Tuple, collections.deque] = {}  # only non-empty queues
+        self._queued_rows: Dict[Tuple, int] = {}
         self._ready = threading.Condition()
         self._closed = False
         self._threads = [threading.Thread(target=self._work, daemon=True, name=f'batch-{model_name}-{i}')
@@ -61,9 +63,20 @@ class BatchingServable(Servable):
 
     def run(self, signature_name: Optional[str], inputs: Dict[str, np.ndarray],
             output_filter: Iterable[str] = ()) -> Dict[str, np.ndarray]:
+        task = self._enqueue(signature_name, inputs, output_filter)
+        if task is None:
+            return self.inner.run(signature_name, inputs, output_filter)  # not batchable: run alone
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.outputs
+
+    def _enqueue(self, signature_name: Optional[str], inputs: Dict[str, np.ndarray],
+                 output_filter: Iterable[str]) -> Optional[_Task]:
+        """Queues a batchable request; None when it is not (no inputs, scalars, unequal rows)."""
         rows = {len(v) if np.ndim(v) else -1 for v in inputs.values()}
         if len(rows) != 1 or -1 in rows or not inputs:
-            return self.inner.run(signature_name, inputs, output_filter)  # not batchable: run alone
+            return None
         task = _Task(inputs, rows.pop())
         if task.rows > self.max_batch_size:
             raise errors.invalid_argument(f'Task size {task.rows} is larger than maximum input batch size '
@@ -71,45 +84,46 @@ class BatchingServable(Servable):
         key = (signature_name, tuple(output_filter),
                tuple(sorted((alias, np.shape(v)[1:], str(np.asarray(v).dtype)) for alias, v in inputs.items())))
         with self._ready:
-            queued_rows = sum(t.rows for t in self._queues[key])
-            if queued_rows + task.rows > self.max_batch_size * self.max_enqueued:
+            queued = self._queued_rows.get(key, 0)
+            if queued + task.rows > self.max_batch_size * self.max_enqueued:
                 raise errors.ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                           'The batch scheduling queue to which this task was submitted is full')
-            self._queues[key].append(task)
-            self._ready.notify()
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        return task.outputs
+            self._queues.setdefault(key, collections.deque()).append(task)
+            self._queued_rows[key] = queued + task.rows
+            if queued == 0 or (queued + task.rows) // self.max_batch_size > queued // self.max_batch_size:
+                self._ready.notify()  # a batch to open, or one more full batch: wake one batch thread
+        return task
 
     def _take_batch(self) -> Optional[Tuple[Tuple, List[_Task]]]:
-        """Waits for work, then up to `timeout` for the oldest queue to fill; None when closed."""
+        """The oldest queue's next batch, once full or `timeout` after its first task; None when closed."""
         with self._ready:
-            while not self._closed and not any(self._queues.values()):
-                self._ready.wait()
-            if self._closed:
-                return None
-            key = next(k for k, q in self._queues.items() if q)
-            deadline = time.monotonic() + self.timeout
-            while sum(t.rows for t in self._queues[key]) < self.max_batch_size and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
+            while not self._closed:
+                if not self._queues:
+                    self._ready.wait()
+                    continue
+                key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
+                remaining = self._queues[key][0].enqueued + self.timeout - time.monotonic()
+                if self._queued_rows[key] >= self.max_batch_size or remaining <= 0:
+                    return key, self._pop_batch(key)
                 self._ready.wait(remaining)
-            queue, batch, rows = self._queues[key], [], 0
-            while queue and rows + queue[0].rows <= self.max_batch_size:
-                task = queue.popleft()
-                batch.append(task)
-                rows += task.rows
-            return (key, batch) if batch else None
+            return None
+
+    def _pop_batch(self, key: Tuple) -> List[_Task]:
+        queue, batch, rows = self._queues[key], [], 0
+        while queue and rows + queue[0].rows <= self.max_batch_size:
+            task = queue.popleft()
+            batch.append(task)
+            rows += task.rows
+        self._queued_rows[key] -= rows
+        if not queue:
+            del self._queues[key], self._queued_rows[key]
+        return batch
 
     def _work(self) -> None:
         while True:
             taken = self._take_batch()
             if taken is None:
-                if self._closed:
-                    return
-                continue
+                return
             (signature_name, output_filter, _), batch = taken
             self._run_batch(signature_name, output_filter, batch)
 

@@ -1,11 +1,14 @@
-"""Dynamic batching: merging, padding, limits, errors, shutdown; and through REST."""
+"""Dynamic batching: merging, padding, limits, errors, shutdown; and through REST and gRPC."""
 import argparse
 import threading
+import time
 
 import grpc
 import numpy as np
 import pytest
 import requests
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import errors, main
@@ -13,8 +16,9 @@ from serving.batching import BatchingServable
 from serving.config_protos import BatchingParameters
 from serving.metrics import ServingMetrics
 from serving.model_store import ModelStore
+from serving.grpc_service import make_server
 from serving.server import RestServer
-from tests.serving.model_fixtures import build_linear_model
+from tests.serving.model_fixtures import build_linear_model, linear_predict_request
 
 
 class RecordingModel:
@@ -64,6 +68,31 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows():
     assert sum(model.sizes) == 24 and len(model.sizes) < 24
     for i, outputs in results.items():
         np.testing.assert_array_equal(outputs['y'], [2.0 * i])
+
+
+def test_batch_timeout_counts_from_the_first_queued_request():
+    model = RecordingModel()
+    model.gate.clear()
+    servable = BatchingServable(model, params(max_batch_size=8, batch_timeout_micros=500_000, num_batch_threads=1),
+                                ServingMetrics(), 'm')
+    first = threading.Thread(target=servable.run, args=(None, {'x': np.zeros([1], dtype=np.float32)}))
+    first.start()  # its batch closes after 0.5 s; the model then holds the only batch thread
+    time.sleep(0.6)
+    finished = {}
+
+    def second():
+        servable.run(None, {'x': np.ones([1], dtype=np.float32)})
+        finished['at'] = time.monotonic()
+    waiting = threading.Thread(target=second)
+    waiting.start()
+    time.sleep(0.7)  # the second request has been queued longer than the timeout
+    released = time.monotonic()
+    model.gate.set()
+    for thread in (first, waiting):
+        thread.join(timeout=10)
+    servable.close()
+    assert model.sizes == [1, 1]
+    assert finished['at'] - released < 0.25  # run at once, not after another full timeout
 
 
 def test_batches_are_padded_to_allowed_sizes():
@@ -125,15 +154,41 @@ def test_model_errors_reach_every_request_of_the_batch():
     assert failures == ['model says no'] * 4
 
 
-def test_enable_batching_through_rest(tmp_path):
+def batching_store(tmp_path, metrics: ServingMetrics) -> ModelStore:
+    """Model `m` (half_plus_two) loaded the way `petpark serve --enable_batching` loads it."""
     build_linear_model(str(tmp_path / 'm' / '1'))
-    (tmp_path / 'batching.config').write_text('max_batch_size { value: 16 } batch_timeout_micros { value: 20000 }')
+    (tmp_path / 'batching.config').write_text('max_batch_size { value: 16 } batch_timeout_micros { value: 100000 }')
     args = argparse.Namespace(enable_batching=True, batching_parameters_file=str(tmp_path / 'batching.config'))
-    metrics = ServingMetrics()
     config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.add(name='m', base_path=str(tmp_path / 'm'))
     store = ModelStore(config, main.make_loader(args, metrics))
     store.start(poll_seconds=0)
+    return store
+
+
+def batches_run(scrape: str) -> float:
+    return next(float(line.rsplit(' ', 1)[1]) for line in scrape.splitlines()
+                if line.startswith(':tensorflow:serving:batch_size_count{model_name="m"'))
+
+
+def test_enable_batching_through_grpc(tmp_path):
+    metrics = ServingMetrics()
+    store = batching_store(tmp_path, metrics)
+    server, port = make_server(store, '127.0.0.1', 0, metrics)
+    server.start()
+    with grpc.insecure_channel(f'127.0.0.1:{port}') as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        calls = [stub.Predict.future(linear_predict_request('m', [float(i)]), timeout=30) for i in range(12)]
+        answers = [tf.make_ndarray(call.result().outputs['y']).tolist() for call in calls]
+    server.stop(grace=None)
+    store.stop()
+    assert answers == [[0.5 * i + 2.0] for i in range(12)]
+    assert batches_run(metrics.exposition().decode()) < 12
+
+
+def test_enable_batching_through_rest(tmp_path):
+    metrics = ServingMetrics()
+    store = batching_store(tmp_path, metrics)
     rest = RestServer(store, port=0, metrics=metrics, metrics_path='/metrics').start()
     url = f'http://127.0.0.1:{rest.port}/v1/models/m:predict'
     answers = {}
@@ -148,5 +203,6 @@ def test_enable_batching_through_rest(tmp_path):
     store.stop()
     assert answers == {i: {'predictions': [0.5 * i + 2.0]} for i in range(12)}
     assert ':tensorflow:serving:batch_size_count{model_name="m",signature="serving_default",version="1"} ' in scrape
+    assert batches_run(scrape) < 12
     with pytest.raises(ValueError, match='--batching_parameters_file requires --enable_batching'):
         main.make_loader(argparse.Namespace(enable_batching=False, batching_parameters_file='x'), metrics)
