@@ -26,6 +26,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--batching_parameters_file', help='text BatchingParameters (needs --enable_batching)')
     parser.add_argument('--monitoring_config_file',
                         help='text MonitoringConfig; prometheus_config enables metrics on the REST port')
+    parser.add_argument('--tensorflow_intra_op_parallelism', type=int, default=0,
+                        help='threads for one op (0: as many as cores)')
+    parser.add_argument('--tensorflow_inter_op_parallelism', type=int, default=0,
+                        help='ops run at once (0: as many as cores)')
     parser.add_argument('--host', default='127.0.0.1', help='address to bind (TF Serving binds all; we do not)')
 
 
@@ -69,6 +73,15 @@ class ConfigWatcher:
                 print(f'{self.args.model_config_file}: {result}', flush=True)
 
 
+def configure_tensorflow(args: argparse.Namespace) -> None:
+    """TF's thread pools as the --tensorflow_*_parallelism flags ask; before any model loads."""
+    import tensorflow as tf
+    if args.tensorflow_intra_op_parallelism:
+        tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
+    if args.tensorflow_inter_op_parallelism:
+        tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
+
+
 def make_loader(args: argparse.Namespace, metrics):
     """How the store loads a version: the SavedModel, behind a batch queue with --enable_batching."""
     from serving import batching, tf_servable
@@ -90,6 +103,7 @@ def serve(args: argparse.Namespace) -> int:
     from serving.metrics import ServingMetrics
     from serving.model_store import ModelStore, State
     from serving.server import RestServer
+    configure_tensorflow(args)
     metrics = ServingMetrics()
     try:
         store = ModelStore(read_config(args), make_loader(args, metrics))

@@ -1,6 +1,8 @@
 """petpark serve's flags, config reading and config-file watching."""
 import argparse
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -19,6 +21,19 @@ def test_tf_serving_flag_defaults_and_forms():
     args = parse('--rest_api_port=8501', '--model_base_path', '/m')
     assert (args.port, args.rest_api_port, args.model_name, args.file_system_poll_wait_seconds) == (8500, 8501, 'default', 1.0)
     assert args.host == '127.0.0.1'
+
+
+def test_tensorflow_parallelism_flags_size_the_thread_pools():
+    script = ('import argparse; from serving import main; parser = argparse.ArgumentParser(); main.add_flags(parser); '
+              'main.configure_tensorflow(parser.parse_args(["--tensorflow_intra_op_parallelism=1", '
+              '"--tensorflow_inter_op_parallelism=3"])); import tensorflow as tf; '
+              'print(tf.config.threading.get_intra_op_parallelism_threads(), '
+              'tf.config.threading.get_inter_op_parallelism_threads())')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120, env=env,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ['1', '3']
 
 
 def test_config_from_flags_and_errors(tmp_path):
