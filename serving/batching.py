@@ -104,7 +104,10 @@ class BatchingServable(Servable):
                 key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
                 remaining = self._queues[key][0].enqueued + self.timeout - time.monotonic()
                 if self._queued_rows[key] >= self.max_batch_size or remaining <= 0:
-                    return key, self._pop_batch(key)
+                    batch = self._pop_batch(key)
+                    if self._queues:
+                        self._ready.notify()  # work is left: another batch thread may take it
+                    return key, batch
                 self._ready.wait(remaining)
             return None
 
