@@ -11,6 +11,16 @@ from serving import config_protos
 DEFAULT_METRICS_PATH = '/monitoring/prometheus/metrics'
 
 
+def _threads(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number of threads, got {value!r}') from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f'must be 0 (as many as cores) or more, got {count}')
+    return count
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """TF Serving's own flag names and defaults (`--flag=value` works too)."""
     parser.add_argument('--port', type=int, default=8500, help='gRPC port (0: pick a free one)')
@@ -26,9 +36,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--batching_parameters_file', help='text BatchingParameters (needs --enable_batching)')
     parser.add_argument('--monitoring_config_file',
                         help='text MonitoringConfig; prometheus_config enables metrics on the REST port')
-    parser.add_argument('--tensorflow_intra_op_parallelism', type=int, default=0,
+    parser.add_argument('--tensorflow_intra_op_parallelism', type=_threads, default=0,
                         help='threads for one op (0: as many as cores)')
-    parser.add_argument('--tensorflow_inter_op_parallelism', type=int, default=0,
+    parser.add_argument('--tensorflow_inter_op_parallelism', type=_threads, default=0,
                         help='ops run at once (0: as many as cores)')
     parser.add_argument('--host', default='127.0.0.1', help='address to bind (TF Serving binds all; we do not)')
 

@@ -36,6 +36,15 @@ def test_tensorflow_parallelism_flags_size_the_thread_pools():
     assert result.stdout.split() == ['1', '3']
 
 
+def test_negative_thread_counts_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse('--tensorflow_inter_op_parallelism=-3')
+    assert 'argument --tensorflow_inter_op_parallelism: must be 0 (as many as cores) or more, got -3' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse('--tensorflow_intra_op_parallelism=two')
+    assert "argument --tensorflow_intra_op_parallelism: expected a number of threads, got 'two'" in capsys.readouterr().err
+
+
 def test_config_from_flags_and_errors(tmp_path):
     config = main.read_config(parse('--model_name=pets', '--model_base_path', str(tmp_path)))
     assert config.model_config_list.config[0].name == 'pets'
