@@ -196,7 +196,7 @@ def main() -> int:
     status.model_spec.name = 'petpark'
     rows = {}
 
-    def measure(server, port, clients):
+    def measure(signature, server, port, clients):
         """This row's throughput and, just before it, the in-process baseline it is compared with."""
         baseline = in_process_full_batches(signature, image, args.seconds)
         return baseline, throughput(server, port, PREDICT, predict, clients, args.seconds)
@@ -205,7 +205,7 @@ def main() -> int:
     try:
         signature = latency(model_dir, image, grpc_port, rest_port, args.calls)
         for clients in (1, 8, 32):
-            rows[(clients, False)] = measure(plain, grpc_port, clients)
+            rows[(clients, False)] = measure(signature, plain, grpc_port, clients)
         floor = throughput(plain, grpc_port, GET_MODEL_STATUS, status.SerializeToString(), 32, args.seconds)
     finally:
         plain.terminate()
@@ -213,7 +213,7 @@ def main() -> int:
     batched, grpc_port, _ = start_server(model_dir, batching_file, args.server_flag)
     try:
         for clients in (1, 8, 32):
-            rows[(clients, True)] = measure(batched, grpc_port, clients)
+            rows[(clients, True)] = measure(signature, batched, grpc_port, clients)
     finally:
         batched.terminate()
         batched.wait()
