@@ -1,19 +1,48 @@
-"""petpark: cat/dog classification for pet-park CCTV, as a TFX pipeline."""
+"""petpark: cat/dog classification for pet-park CCTV, as a TFX pipeline.
+
+The repository keeps the design's top-level folders (pipeline/, components/, modules/,
+schemas/, serving/); they install as subpackages of one `petpark` namespace package
+(`petpark.pipeline`, ...), so installing petpark claims no generic top-level import names.
+
+install_requires names every distribution the code imports directly; the extras add what
+an optional part needs. requirements/lock.txt is the exact set that was tested.
+"""
 from setuptools import find_packages, setup
+
+FOLDERS = ('pipeline', 'components', 'modules', 'schemas', 'serving')
 
 setup(
     name='petpark',
     version='0.1.0',
     description='TFX pipeline that trains, evaluates and pushes a cat/dog classifier for TF Serving.',
     python_requires='>=3.10,<3.11',
-    packages=find_packages(include=['pipeline', 'components', 'components.*', 'modules',
-                                    'serving', 'serving.*', 'schemas']),
-    package_data={'schemas': ['*.pbtxt']},
+    packages=[f'petpark.{package}' for folder in FOLDERS
+              for package in [folder] + [f'{folder}.{sub}' for sub in find_packages(folder)]],
+    package_dir={f'petpark.{folder}': folder for folder in FOLDERS},
+    package_data={'petpark.schemas': ['*.pbtxt']},
     install_requires=[
         'tfx==1.16.0',
-        'dill',
-        'fairness-indicators==0.47.0',  # installed with --no-deps: see requirements/README.md
+        'ml-pipelines-sdk==1.16.0',  # tfx.dsl, tfx.orchestration, tfx.types and tfx.utils live in it
+        'tensorflow>=2.16,<2.17',
+        'tensorflow-transform>=1.16,<1.17',
+        'tensorflow-model-analysis>=0.47,<0.48',
+        'tensorflow-metadata>=1.16,<1.17',
+        'tfx-bsl>=1.16,<1.17',
+        'ml-metadata>=1.16,<1.17',
+        'apache-beam>=2.60',
+        'keras>=3',
+        'tf-keras>=2.16,<2.17',
+        'keras-tuner>=1.4',
+        'fairness-indicators==0.47.0',  # installed with --no-deps: see requirements/lock.txt
+        'dill',  # tfx-bsl imports it; Beam 2.74 no longer installs it
+        'numpy',
         'pillow',
+        'absl-py',
+        'protobuf',
     ],
-    entry_points={'console_scripts': ['petpark=pipeline.cli:main']},
+    extras_require={
+        'serving': ['grpcio', 'aiohttp', 'prometheus_client', 'requests', 'tensorflow-serving-api>=2.16,<2.17'],
+        'test': ['pytest', 'PyYAML', 'psutil'],
+    },
+    entry_points={'console_scripts': ['petpark=petpark.pipeline.cli:main']},
 )

@@ -28,7 +28,7 @@ import numpy as np
 import psutil
 import requests
 
-from pipeline import console
+from petpark.pipeline import console
 
 console.quiet_libraries()
 
@@ -37,7 +37,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import (get_model_status_pb2, predict_pb2,  # noqa: E402
                                      prediction_service_pb2_grpc)
 
-from modules import features  # noqa: E402
+from petpark.modules import features  # noqa: E402
 
 SIGNATURE = features.IMAGE_BYTES_SIGNATURE
 PREDICT = '/tensorflow.serving.PredictionService/Predict'
@@ -52,7 +52,7 @@ def free_port() -> int:
 
 def start_server(model_dir: str, batching_file: str = None, extra=()):
     grpc_port, rest_port = free_port(), free_port()
-    command = [sys.executable, '-c', 'import sys; from pipeline.cli import main; sys.exit(main())', 'serve',
+    command = [sys.executable, '-c', 'import sys; from petpark.pipeline.cli import main; sys.exit(main())', 'serve',
                f'--port={grpc_port}', f'--rest_api_port={rest_port}', '--model_name=petpark',
                f'--model_base_path={model_dir}', '--file_system_poll_wait_seconds=0']
     if batching_file:

@@ -14,7 +14,7 @@ from typing import Dict, List
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from modules import features
+from petpark.modules import features
 
 CAMERAS = ('cam-01', 'cam-02', 'cam-03', 'cam-04')
 METADATA_FILE = 'metadata.csv'

@@ -14,9 +14,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import grpc
 import numpy as np
 
-from serving import errors
-from serving.metrics import ServingMetrics
-from serving.model_store import Servable
+from petpark.serving import errors
+from petpark.serving.metrics import ServingMetrics
+from petpark.serving.model_store import Servable
 
 DEFAULTS = {'max_batch_size': 1000, 'batch_timeout_micros': 0, 'max_enqueued_batches': 1000,
             'num_batch_threads': 4}

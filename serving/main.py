@@ -6,7 +6,7 @@ import threading
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import config_protos
+from petpark.serving import config_protos
 
 DEFAULT_METRICS_PATH = '/monitoring/prometheus/metrics'
 
@@ -65,7 +65,7 @@ class ConfigWatcher:
 
     def poll(self) -> str:
         """'unchanged', 'reloaded' or the error that kept the old config."""
-        from serving import errors
+        from petpark.serving import errors
         stamp = os.path.getmtime(self.args.model_config_file)
         if stamp == self._stamp:
             return 'unchanged'
@@ -94,7 +94,7 @@ def configure_tensorflow(args: argparse.Namespace) -> None:
 
 def make_loader(args: argparse.Namespace, metrics):
     """How the store loads a version: the SavedModel, behind a batch queue with --enable_batching."""
-    from serving import batching, tf_servable
+    from petpark.serving import batching, tf_servable
     if args.batching_parameters_file and not args.enable_batching:
         raise ValueError('--batching_parameters_file requires --enable_batching')
     if not args.enable_batching:
@@ -108,11 +108,11 @@ def make_loader(args: argparse.Namespace, metrics):
 
 def serve(args: argparse.Namespace) -> int:
     """Starts the store, gRPC and (optionally) REST; runs until SIGINT/SIGTERM."""
-    from serving import errors  # TensorFlow: imported only when serving starts
-    from serving.grpc_service import make_server
-    from serving.metrics import ServingMetrics
-    from serving.model_store import ModelStore, State
-    from serving.server import RestServer
+    from petpark.serving import errors  # TensorFlow: imported only when serving starts
+    from petpark.serving.grpc_service import make_server
+    from petpark.serving.metrics import ServingMetrics
+    from petpark.serving.model_store import ModelStore, State
+    from petpark.serving.server import RestServer
     configure_tensorflow(args)
     metrics = ServingMetrics()
     try:

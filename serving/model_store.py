@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import errors
-from serving.layout import versions_on_disk
+from petpark.serving import errors
+from petpark.serving.layout import versions_on_disk
 
 State = get_model_status_pb2.ModelVersionStatus.State
 

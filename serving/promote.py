@@ -11,8 +11,8 @@ import tempfile
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import config_protos
-from serving.layout import versions_on_disk
+from petpark.serving import config_protos
+from petpark.serving.layout import versions_on_disk
 
 
 def read_config(path: str) -> model_server_config_pb2.ModelServerConfig:

@@ -10,10 +10,10 @@ import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 
-from serving import errors, json_tensor
-from serving.metrics import CONTENT_TYPE, ServingMetrics
-from serving.model_store import ModelStore, State
-from serving.tf_servable import CLASSIFY_METHOD, REGRESS_METHOD, classification_results
+from petpark.serving import errors, json_tensor
+from petpark.serving.metrics import CONTENT_TYPE, ServingMetrics
+from petpark.serving.model_store import ModelStore, State
+from petpark.serving.tf_servable import CLASSIFY_METHOD, REGRESS_METHOD, classification_results
 
 MAX_BODY_BYTES = 256 * 1024 * 1024
 _PREDICTION = re.compile(r'^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)$')

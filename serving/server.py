@@ -5,9 +5,9 @@ from typing import Optional
 
 from aiohttp import web
 
-from serving.metrics import ServingMetrics
-from serving.model_store import ModelStore
-from serving.rest_api import RestApi
+from petpark.serving.metrics import ServingMetrics
+from petpark.serving.model_store import ModelStore
+from petpark.serving.rest_api import RestApi
 
 
 class RestServer:

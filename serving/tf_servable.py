@@ -7,9 +7,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving import errors
-from serving.layout import SAVED_MODEL_FILE
-from serving.model_store import Servable
+from petpark.serving import errors
+from petpark.serving.layout import SAVED_MODEL_FILE
+from petpark.serving.model_store import Servable
 
 DEFAULT_SIGNATURE = 'serving_default'
 CLASSIFY_METHOD = 'tensorflow/serving/classify'

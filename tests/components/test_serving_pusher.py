@@ -6,7 +6,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components.serving_pusher import executor
+from petpark.components.serving_pusher import executor
 
 
 def fake_saved_model(path, fingerprint):

@@ -7,9 +7,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from modules.trainer import set_method_names
-from serving import tf_servable
-from serving.model_store import ModelStore
+from petpark.modules.trainer import set_method_names
+from petpark.serving import tf_servable
+from petpark.serving.model_store import ModelStore
 
 
 def build_linear_model(path: str, slope: float = 0.5, intercept: float = 2.0) -> None:

@@ -12,13 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import errors, main
-from serving.batching import BatchingServable
-from serving.config_protos import BatchingParameters
-from serving.grpc_service import make_server
-from serving.metrics import ServingMetrics
-from serving.model_store import ModelStore
-from serving.server import RestServer
+from petpark.serving import errors, main
+from petpark.serving.batching import BatchingServable
+from petpark.serving.config_protos import BatchingParameters
+from petpark.serving.grpc_service import make_server
+from petpark.serving.metrics import ServingMetrics
+from petpark.serving.model_store import ModelStore
+from petpark.serving.server import RestServer
 from tests.serving.model_fixtures import build_linear_model, linear_predict_request
 
 

@@ -49,7 +49,7 @@ def test_monitoring_path_matches_the_scrape_annotation():
 
 
 def test_batching_and_monitoring_files_parse_as_tf_serving_protos(tmp_path):
-    from serving import config_protos
+    from petpark.serving import config_protos
     monitoring = config_protos.parse_text(os.path.join(DEPLOY, 'monitoring.config'),
                                           config_protos.MonitoringConfig)
     assert monitoring.prometheus_config.enable and monitoring.prometheus_config.path == '/monitoring/prometheus/metrics'

@@ -5,9 +5,9 @@ import time
 import requests
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import tf_servable
-from serving.model_store import ModelStore
-from serving.server import RestServer
+from petpark.serving import tf_servable
+from petpark.serving.model_store import ModelStore
+from petpark.serving.server import RestServer
 from tests.serving.model_fixtures import build_linear_model, push_like_tfx
 
 POLL_SECONDS = 0.5

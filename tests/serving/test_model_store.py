@@ -6,8 +6,8 @@ import grpc
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import errors
-from serving.model_store import ModelStore, Servable, State
+from petpark.serving import errors
+from petpark.serving.model_store import ModelStore, Servable, State
 
 
 class FakeServable(Servable):

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from pipeline import cli
-from serving import promote
-from serving.model_store import ModelStore, Servable
+from petpark.pipeline import cli
+from petpark.serving import promote
+from petpark.serving.model_store import ModelStore, Servable
 
 
 def add_version(model_dir, version):

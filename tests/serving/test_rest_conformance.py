@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from serving.server import RestServer
+from petpark.serving.server import RestServer
 from tests.serving.model_fixtures import build_linear_model, serve_linear_model
 
 VERSION = 123

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from serving import main, promote
-from serving.model_store import ModelStore, Servable
+from petpark.serving import main, promote
+from petpark.serving.model_store import ModelStore, Servable
 
 
 def parse(*argv):
