@@ -6,17 +6,47 @@ from typing import Optional, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_management_pb2, model_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
-from serving import errors
-from serving.metrics import ServingMetrics
-from serving.model_store import ModelStore
-from serving.tf_servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, classification_results
+from petpark.serving import errors
+from petpark.serving.metrics import ServingMetrics
+from petpark.serving.model_store import ModelStore
+from petpark.serving.tf_servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, classification_results
 
 MAX_MESSAGE_BYTES = 2 ** 31 - 1  # TF Serving's limit (INT32_MAX)
 _ERROR_CODES = {grpc.StatusCode.OK: 0, grpc.StatusCode.UNKNOWN: 2}
+# TensorProto's typed repeated field for each dtype (tensorflow/core/framework/tensor.proto).
+_TYPED_FIELDS = {
+    tf.float32: 'float_val', tf.float64: 'double_val', tf.int32: 'int_val', tf.int16: 'int_val',
+    tf.int8: 'int_val', tf.uint8: 'int_val', tf.uint16: 'int_val', tf.int64: 'int64_val',
+    tf.uint32: 'uint32_val', tf.uint64: 'uint64_val', tf.bool: 'bool_val', tf.string: 'string_val',
+}
+
+
+def as_proto_field(value: np.ndarray) -> tensor_pb2.TensorProto:
+    """A tensor the way TF Serving answers by default (Tensor::AsProtoField): its values in the
+    typed repeated field (`float_val`, `string_val`, ...), not in `tensor_content`, so clients
+    that read `outputs[...].float_val` get the values."""
+    array = np.asarray(value)
+    dtype = tf.string if array.dtype == object or array.dtype.kind in 'SU' else tf.as_dtype(array.dtype)
+    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum,
+                                   tensor_shape=tf.TensorShape(array.shape).as_proto())
+    flat = array.ravel()
+    if dtype == tf.string:
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode('utf-8') for v in flat)
+    elif dtype == tf.float16:
+        proto.half_val.extend(flat.view(np.uint16).tolist())
+    elif dtype in (tf.complex64, tf.complex128):
+        pairs = np.stack([flat.real, flat.imag], axis=-1).ravel().tolist()
+        (proto.scomplex_val if dtype == tf.complex64 else proto.dcomplex_val).extend(pairs)
+    elif dtype in _TYPED_FIELDS:
+        getattr(proto, _TYPED_FIELDS[dtype]).extend(flat.tolist())
+    else:  # no typed field (e.g. bfloat16): raw bytes, as TF does for those
+        proto.tensor_content = array.tobytes()
+    return proto
 
 
 def _spec(model_spec: model_pb2.ModelSpec) -> Tuple[str, Optional[int], Optional[str]]:
@@ -80,7 +110,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response = predict_pb2.PredictResponse()
             self._fill_spec(response.model_spec, name, servable.version, signature_name)
             for alias, value in outputs.items():
-                response.outputs[alias].CopyFrom(tf.make_tensor_proto(value))
+                response.outputs[alias].CopyFrom(as_proto_field(value))
             return response
 
     def _examples_call(self, request, method: str):

@@ -7,7 +7,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_management_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from serving.grpc_service import make_server
+from petpark.serving.grpc_service import make_server
 from tests.serving.model_fixtures import linear_predict_request, serve_linear_model
 
 VERSION = 123
@@ -106,3 +106,32 @@ def test_model_status_and_reload(channel, tmp_path):
     assert rpc_error(stub.HandleReloadConfigRequest, bad)[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert stub.GetModelStatus(request, timeout=10).model_version_status[0].state == \
         get_model_status_pb2.ModelVersionStatus.AVAILABLE  # the old config still serves
+
+
+def test_predict_answers_in_the_typed_fields_as_tf_serving_does(channel):
+    """TF Serving fills float_val/string_val/int64_val (AsProtoField); many clients read only those."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    response = stub.Predict(linear_predict_request(values=(1.0, 2.0, 4.0)), timeout=10)
+    y = response.outputs['y']
+    assert list(y.float_val) == [2.5, 3.0, 4.0] and y.tensor_content == b''
+    assert [d.size for d in y.tensor_shape.dim] == [3]
+    request = linear_predict_request(signature='echo')
+    del request.inputs['x']
+    request.inputs['text'].CopyFrom(tf.make_tensor_proto([b'cat', 'dög'.encode()]))
+    request.inputs['count'].CopyFrom(tf.make_tensor_proto(np.array([2, 5], dtype=np.int64)))
+    outputs = stub.Predict(request, timeout=10).outputs
+    assert list(outputs['text_bytes'].string_val) == [b'cat', 'dög'.encode()]
+    assert list(outputs['count'].int64_val) == [4, 10]
+    assert tf.make_ndarray(outputs['count']).tolist() == [4, 10]  # and tf.make_ndarray still reads it
+
+
+@pytest.mark.parametrize('array', [
+    np.array([[1.5, -2.0]], dtype=np.float32), np.array([1.5], dtype=np.float64), np.array([3], dtype=np.int32),
+    np.array([[7]], dtype=np.uint8), np.array([True, False]), np.array([1.5, 2.0], dtype=np.float16),
+    np.array([1 + 2j], dtype=np.complex64), np.array([[b'a', b'bc']], dtype=object), np.zeros((0, 2), np.float32)])
+def test_typed_field_tensors_round_trip(array):
+    from petpark.serving.grpc_service import as_proto_field
+    proto = as_proto_field(array)
+    assert proto.tensor_content == b'' or array.size == 0
+    back = tf.make_ndarray(proto)
+    assert back.shape == array.shape and back.tolist() == array.tolist()
