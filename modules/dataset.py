@@ -5,11 +5,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from modules import features
+if __package__:
+    from . import features
+else:  # a top-level module in the user-module wheel TFX builds from this folder
+    import features
 
 
 def make_dataset(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-                 batch_size: int, shuffle: bool = True, seed: int = 0) -> tf.data.Dataset:
+                 batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
     """Endless dataset of ({image_xf: [B, H, W, 3]}, label [B, 1] float32)."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,

@@ -6,50 +6,43 @@ from typing import Any, Dict, Optional, Sequence
 
 import keras_tuner
 
-from modules import features
+if __package__:
+    from . import features, training_config
+else:  # a top-level module in the user-module wheel TFX builds from this folder
+    import features
+    import training_config
 
-# Search space: every tunable and the values it may take; the first value is the default.
-DEFAULT_SEARCH_SPACE: Dict[str, Sequence[Any]] = {
-    'conv_blocks': [4, 3],
-    'filters': [32, 24],
-    'dense_units': [64, 128],
-    'dropout': [0.3, 0.2],
-    'learning_rate': [2e-3, 1e-3, 3e-3],
-    # Rotation/zoom/translation/contrast strength on top of horizontal flips. The synthetic
-    # frames already vary pose and scale (0 learns fastest there); real photos gain from ~0.1.
-    'augmentation': [0.0, 0.1],
-}
 MOBILENET_ALPHA = 0.25
 
 
 def hyperparameters(values: Optional[Dict[str, Any]] = None) -> keras_tuner.HyperParameters:
-    """HyperParameters fixed to `values` (defaults for any not given)."""
+    """HyperParameters fixed to `values` (the declared first value for any not given)."""
     hp = keras_tuner.HyperParameters()
-    for name, choices in DEFAULT_SEARCH_SPACE.items():
+    for name, choices in training_config.default_search_space().items():
         hp.Fixed(name, (values or {}).get(name, choices[0]))
     return hp
 
 
 def declare_search_space(hp: keras_tuner.HyperParameters,
                          search_space: Optional[Dict[str, Sequence[Any]]] = None) -> None:
-    """Registers each tunable as a Choice over its allowed values."""
-    space = dict(DEFAULT_SEARCH_SPACE, **(search_space or {}))
-    unknown = set(space) - set(DEFAULT_SEARCH_SPACE)
+    """Registers each tunable as a Choice over its allowed values (declared values where not given)."""
+    unknown = set(search_space or {}) - set(training_config.HYPERPARAMETERS)
     if unknown:
         raise ValueError(f'Unknown hyperparameters in search space: {sorted(unknown)}; '
-                         f'known: {sorted(DEFAULT_SEARCH_SPACE)}')
-    for name, choices in space.items():
+                         f'known: {sorted(training_config.HYPERPARAMETERS)}')
+    for name, choices in training_config.search_space_with(search_space).items():
         if not choices:
             raise ValueError(f'Search space for {name!r} is empty')
         hp.Choice(name, list(choices))
 
 
 def build_model(keras: ModuleType, hp: keras_tuner.HyperParameters, image_size: int,
-                backbone: str = 'cnn', backbone_weights: Optional[str] = None, decay_steps: int = 1000):
+                backbone: str, backbone_weights: Optional[str], decay_steps: int):
     """A compiled binary classifier: {image_xf: pixels [size, size, 3] in [0, 1]} -> P(dog).
 
     backbone: 'cnn' (small conv net trained from scratch) or 'mobilenet' (MobileNet v1
     alpha 0.25; backbone_weights is a local .h5 path, 'imagenet' to download, or None).
+    KerasTuner and the Trainer pass every argument from the one TrainingConfig.
     The learning rate follows a cosine decay to zero over `decay_steps` (the run's length),
     so the weights, and BatchNorm's moving statistics with them, settle by the end.
     """

@@ -3,21 +3,15 @@
 The same graph runs inside every serving signature, so training and serving see
 identical pixels.
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import tensorflow as tf
 
-from modules import features
-
-DEFAULT_IMAGE_SIZE = 64
-
-
-def image_size(custom_config: Optional[Dict[str, Any]]) -> int:
-    """Model input size (pixels per side) from Transform/Trainer custom_config."""
-    size = int((custom_config or {}).get('image_size', DEFAULT_IMAGE_SIZE))
-    if size < 16:
-        raise ValueError(f'image_size must be at least 16 pixels, got {size}')
-    return size
+if __package__:
+    from . import features, training_config
+else:  # a top-level module in the user-module wheel TFX builds from this folder
+    import features
+    import training_config
 
 
 def decode_and_resize(encoded: tf.Tensor, size: int) -> tf.Tensor:
@@ -40,10 +34,13 @@ def label_index(labels: tf.Tensor) -> tf.Tensor:
     return table.lookup(tf.reshape(labels, [-1]))
 
 
-def preprocessing_fn(inputs: Dict[str, tf.Tensor],
-                     custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
-    """Raw features -> {image_xf, label_xf, image_id_xf}; label and id are absent at serving."""
-    outputs = {features.IMAGE_XF: decode_and_resize(inputs[features.IMAGE_KEY], image_size(custom_config))}
+def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
+    """Raw features -> {image_xf, label_xf, image_id_xf}; label and id are absent at serving.
+
+    custom_config: TrainingConfig.custom_config('Transform').
+    """
+    size = training_config.TrainingConfig.from_custom_config(custom_config, 'Transform').preprocessing.image_size
+    outputs = {features.IMAGE_XF: decode_and_resize(inputs[features.IMAGE_KEY], size)}
     if features.IMAGE_ID_KEY in inputs:
         outputs[features.IMAGE_ID_XF] = tf.reshape(inputs[features.IMAGE_ID_KEY], [-1])
     if features.LABEL_KEY in inputs:

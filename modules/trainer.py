@@ -17,7 +17,13 @@ import tf_keras
 from tensorflow.core.protobuf import saved_model_pb2
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from modules import dataset, features, model, preprocessing
+if __package__:
+    from . import dataset, features, model, training_config
+else:  # a top-level module in the user-module wheel TFX builds from this folder
+    import dataset
+    import features
+    import model
+    import training_config
 
 
 def _classify(net: tf_keras.Model, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -73,26 +79,26 @@ def set_method_names(export_dir: str, methods: Dict[str, str]) -> None:
 def run_fn(fn_args: FnArgs) -> None:
     """Trains on Transform's output and exports to fn_args.serving_model_dir.
 
-    Hyperparameters come from the Tuner when it ran, else from
-    custom_config['hyperparameters']. custom_config also holds epochs, batch_size,
-    image_size, backbone, backbone_weights and seed.
+    custom_config: TrainingConfig.custom_config('Trainer') (preprocessing, model, training).
+    Hyperparameters come from the Tuner when it ran, else they are the first value of each
+    entry of the model's search space.
     """
-    config = fn_args.custom_config or {}
-    tf_keras.utils.set_random_seed(int(config.get('seed', 0)))
+    config = training_config.TrainingConfig.from_custom_config(fn_args.custom_config, 'Trainer')
+    training, network = config.training, config.model
+    tf_keras.utils.set_random_seed(training.seed)
     if fn_args.hyperparameters:
         hp = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters)
     else:
-        hp = model.hyperparameters(config.get('hyperparameters'))
+        hp = model.hyperparameters(network.fixed_hyperparameters())
     transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    batch_size = int(config.get('batch_size', 32))
-    epochs = int(config.get('epochs', 5))
-    train = dataset.make_dataset(fn_args.train_files, fn_args.data_accessor, transform_output, batch_size)
+    train = dataset.make_dataset(fn_args.train_files, fn_args.data_accessor, transform_output, training.batch_size,
+                                 shuffle=True, seed=training.seed)
     evaluation = dataset.make_dataset(fn_args.eval_files, fn_args.data_accessor, transform_output,
-                                      batch_size, shuffle=False)
-    steps_per_epoch = max(1, fn_args.train_steps // epochs)
-    net = model.build_model(tf_keras, hp, preprocessing.image_size(config), config.get('backbone', 'cnn'),
-                            config.get('backbone_weights'), decay_steps=steps_per_epoch * epochs)
-    net.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                      training.batch_size, shuffle=False, seed=training.seed)
+    steps_per_epoch = max(1, fn_args.train_steps // training.epochs)
+    net = model.build_model(tf_keras, hp, config.preprocessing.image_size, network.backbone,
+                            network.backbone_weights, decay_steps=steps_per_epoch * training.epochs)
+    net.fit(train, epochs=training.epochs, steps_per_epoch=steps_per_epoch,
             validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2,
             callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
     export_serving_model(net, transform_output, fn_args.serving_model_dir)

@@ -1,12 +1,16 @@
 """Every setting in one place: environment variables (PETPARK_*), overridable by CLI flags.
 
 `Settings.from_env()` reads the environment; `petpark run` flags pass overrides. The
-`tfx` CLI path (pipeline/local_runner.py) reads the environment only.
+`tfx` CLI path (pipeline/local_runner.py) reads the environment only. The model/training
+part of the settings becomes the one typed TrainingConfig (modules/training_config.py),
+validated here, before any component runs.
 """
 import dataclasses
 import json
 import os
 from typing import Any, Dict, List, Mapping, Optional
+
+from petpark.modules import training_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,7 +117,7 @@ class Settings:
     @classmethod
     def from_env(cls, overrides: Optional[Mapping[str, Any]] = None,
                  environ: Optional[Mapping[str, str]] = None) -> 'Settings':
-        """Environment values, then non-None `overrides`; paths made absolute."""
+        """Environment values, then non-None `overrides`; local paths made absolute."""
         environ = os.environ if environ is None else environ
         values = {name: _parse(name, environ.get(s.env)) for name, s in SETTINGS.items()}
         for name, value in (overrides or {}).items():
@@ -121,32 +125,25 @@ class Settings:
                 raise ValueError(f'Unknown setting {name!r}')
             if value is not None:
                 values[name] = _parse(name, value)
-        values['home'] = os.path.abspath(os.path.expanduser(values['home']))
-        if values['data_root']:
-            values['data_root'] = os.path.abspath(os.path.expanduser(values['data_root']))
+        for name in ('home', 'data_root'):
+            values[name] = absolute(values[name])
         settings = cls(**values)
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        if self.backbone not in ('cnn', 'mobilenet'):
-            raise ValueError(f"PETPARK_BACKBONE must be 'cnn' or 'mobilenet', got {self.backbone!r}")
-        if self.data_root and not os.path.isdir(self.data_root):
+        if self.data_root and is_local(self.data_root) and not os.path.isdir(self.data_root):
             raise ValueError(f'PETPARK_DATA_ROOT: {self.data_root!r} is not a directory')
         weights = self.backbone_weights
-        if weights and weights != 'imagenet' and not os.path.isfile(weights):
+        if weights and weights != 'imagenet' and is_local(weights) and not os.path.isfile(weights):
             raise ValueError(f'PETPARK_BACKBONE_WEIGHTS: no such file {weights!r}')
-        self.search_space_values()
-        if self.tuner_algorithm not in ('random', 'bayesian', 'hyperband'):
-            raise ValueError(f"PETPARK_TUNER_ALGORITHM must be random, bayesian or hyperband, "
-                             f"got {self.tuner_algorithm!r}")
-        for name in ('tuner_trials', 'tuner_epochs', 'tuner_steps', 'train_epochs', 'train_steps',
-                     'eval_steps', 'batch_size', 'beam_workers', 'image_size', 'synthetic_count'):
+        for name in ('tuner_steps', 'train_steps', 'eval_steps', 'beam_workers', 'synthetic_count'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{SETTINGS[name].env} must be at least 1, got {getattr(self, name)}')
+        self.training_config()
 
     def search_space_values(self) -> Dict[str, List[Any]]:
-        """PETPARK_SEARCH_SPACE parsed: {hyperparameter: [values]} (names are checked by the model)."""
+        """PETPARK_SEARCH_SPACE parsed: {hyperparameter: [values]} (checked by the TrainingConfig)."""
         if not self.search_space:
             return {}
         try:
@@ -157,6 +154,22 @@ class Settings:
             raise ValueError('PETPARK_SEARCH_SPACE must be a JSON object of non-empty lists, '
                              f'e.g. {{"filters": [16, 32]}}; got {self.search_space!r}')
         return space
+
+    def training_config(self) -> training_config.TrainingConfig:
+        """The validated model/training config; a bad value names its PETPARK_* variable."""
+        config = training_config.TrainingConfig(
+            preprocessing=training_config.PreprocessingConfig(image_size=self.image_size),
+            model=training_config.ModelConfig(
+                backbone=self.backbone, backbone_weights=self.backbone_weights or None,
+                search_space=training_config.search_space_with(self.search_space_values())),
+            tuning=training_config.TuningConfig(epochs=self.tuner_epochs, batch_size=self.batch_size,
+                                                seed=self.seed, algorithm=self.tuner_algorithm,
+                                                max_trials=self.tuner_trials),
+            training=training_config.FitConfig(epochs=self.train_epochs, batch_size=self.batch_size, seed=self.seed))
+        try:
+            return config.validate()
+        except training_config.ConfigError as e:
+            raise ValueError(f'{SETTINGS[_CONFIG_SETTINGS[e.field]].env} {e.problem}') from None
 
     @property
     def input_base(self) -> str:
@@ -178,8 +191,22 @@ class Settings:
     def serving_model_dir(self) -> str:
         return os.path.join(self.home, 'serving', self.model_name)
 
-    def model_config(self) -> Dict[str, Any]:
-        """custom_config shared by Transform, Tuner and Trainer."""
-        return {'image_size': self.image_size, 'backbone': self.backbone,
-                'backbone_weights': self.backbone_weights or None, 'batch_size': self.batch_size,
-                'seed': self.seed}
+
+# TrainingConfig field -> the setting it comes from, for error messages.
+_CONFIG_SETTINGS = {
+    'preprocessing.image_size': 'image_size', 'model.backbone': 'backbone',
+    'model.backbone_weights': 'backbone_weights', 'model.search_space': 'search_space',
+    'tuning.algorithm': 'tuner_algorithm', 'tuning.max_trials': 'tuner_trials', 'tuning.epochs': 'tuner_epochs',
+    'tuning.batch_size': 'batch_size', 'tuning.seed': 'seed', 'training.epochs': 'train_epochs',
+    'training.batch_size': 'batch_size', 'training.seed': 'seed',
+}
+
+
+def is_local(path: str) -> bool:
+    """False for URIs such as gs://bucket/dir or s3://bucket/dir."""
+    return '://' not in path
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (~ expanded); URIs and '' unchanged."""
+    return os.path.abspath(os.path.expanduser(path)) if path and is_local(path) else path

@@ -2,13 +2,24 @@
 import os
 
 import pytest
-from tfx import v1 as tfx
 from tfx.components.trainer import fn_args_utils
 from tfx.types import standard_artifacts
 
-from pipeline import config, factory, summary, synthetic_data
+from petpark.modules import training_config
+from petpark.pipeline import config, local_runner, summary, synthetic_data
 
 IMAGE_SIZE = 32
+
+
+def custom_config(component, search_space=None, algorithm='random', max_trials=2, seed=0):
+    """`component`'s custom_config, as the pipeline passes it, for a small and quick model."""
+    return training_config.TrainingConfig(
+        preprocessing=training_config.PreprocessingConfig(image_size=IMAGE_SIZE),
+        model=training_config.ModelConfig(backbone='cnn', backbone_weights=None,
+                                          search_space=training_config.search_space_with(search_space)),
+        tuning=training_config.TuningConfig(epochs=2, batch_size=8, seed=seed, algorithm=algorithm,
+                                            max_trials=max_trials),
+        training=training_config.FitConfig(epochs=2, batch_size=8, seed=seed)).custom_config(component)
 
 
 @pytest.fixture(scope='session')
@@ -19,7 +30,7 @@ def transformed(tmp_path_factory):
     synthetic_data.generate(data_root, 64, seed=3)
     settings = config.Settings.from_env({'home': str(home), 'data_root': data_root, 'image_size': IMAGE_SIZE,
                                          'pipeline_name': 'modules_fixture'}, environ={})
-    tfx.orchestration.LocalDagRunner().run(factory.create_pipeline(settings, stop_after='Transform'))
+    local_runner.run(local_runner.local_pipeline(settings, stop_after='Transform'))
     run = summary.latest_run(settings.metadata_path, 'modules_fixture')
     examples = standard_artifacts.Examples()
     examples.set_mlmd_artifact(run.output('Transform', 'transformed_examples'))
@@ -30,12 +41,12 @@ def transformed(tmp_path_factory):
 
 @pytest.fixture
 def fn_args(transformed, tmp_path):
-    """FnArgs as the Tuner/Trainer executors build them, over the fixture's Transform output."""
+    """FnArgs as the Tuner/Trainer executors build them, over the fixture's Transform output
+    (custom_config: set by each test for its component)."""
     args = fn_args_utils.get_common_fn_args(
         {'examples': [transformed['examples']], 'transform_graph': [transformed['transform_graph']]},
         {'train_args': '{"num_steps": 6}', 'eval_args': '{"num_steps": 2}'},
         working_dir=str(tmp_path / 'work'))
     args.serving_model_dir = str(tmp_path / 'serving_model')
     args.model_run_dir = str(tmp_path / 'model_run')
-    args.custom_config = {'image_size': IMAGE_SIZE, 'batch_size': 8, 'epochs': 2}
     return args

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import tf_keras
 
-from modules import features, model
+from petpark.modules import features, model, training_config
 
 MODULES_DIR = os.path.join(os.path.dirname(__file__), '..', '..', 'modules')
+CNN = {'backbone': 'cnn', 'backbone_weights': None, 'decay_steps': 100}
 
 
 @pytest.mark.parametrize('keras_module', [keras, tf_keras], ids=['keras3', 'tf_keras'])
 def test_builds_a_compiled_probability_model_for_either_keras(keras_module):
-    net = model.build_model(keras_module, model.hyperparameters({'conv_blocks': 2, 'filters': 8}), 32)
+    net = model.build_model(keras_module, model.hyperparameters({'conv_blocks': 2, 'filters': 8}), 32, **CNN)
     assert isinstance(net, keras_module.Model)
     other = tf_keras if keras_module is keras else keras
     assert not isinstance(net, other.Model)
@@ -26,8 +27,8 @@ def test_builds_a_compiled_probability_model_for_either_keras(keras_module):
 
 def test_both_kerases_build_the_same_architecture():
     hp = model.hyperparameters({'conv_blocks': 2, 'filters': 8, 'dense_units': 16})
-    assert (model.build_model(keras, hp, 32).count_params()
-            == model.build_model(tf_keras, hp, 32).count_params())
+    assert (model.build_model(keras, hp, 32, **CNN).count_params()
+            == model.build_model(tf_keras, hp, 32, **CNN).count_params())
 
 
 def test_module_code_never_uses_ambiguous_tf_keras():
@@ -42,19 +43,20 @@ def test_search_space_declares_choices_and_rejects_unknown_names():
     hp = keras_tuner.HyperParameters()
     model.declare_search_space(hp, {'filters': [8, 16]})
     assert hp.get('filters') == 8
-    assert set(hp.values) == set(model.DEFAULT_SEARCH_SPACE)
+    assert set(hp.values) == set(training_config.HYPERPARAMETERS)
     with pytest.raises(ValueError, match='Unknown hyperparameters.*depth'):
         model.declare_search_space(keras_tuner.HyperParameters(), {'depth': [1]})
 
 
 def test_unknown_backbone_is_rejected():
     with pytest.raises(ValueError, match="backbone must be 'cnn' or 'mobilenet'"):
-        model.build_model(tf_keras, model.hyperparameters(), 32, backbone='resnet')
+        model.build_model(tf_keras, model.hyperparameters(), 32, backbone='resnet', backbone_weights=None,
+                          decay_steps=10)
 
 
 def test_mobilenet_loads_local_imagenet_weights_frozen(shared_dir):
     weights = os.path.join(shared_dir, 'models', 'mobilenet_2_5_224_tf_no_top.h5')
-    net = model.build_model(tf_keras, model.hyperparameters(), 128, 'mobilenet', weights)
+    net = model.build_model(tf_keras, model.hyperparameters(), 128, 'mobilenet', weights, decay_steps=10)
     backbone = next(layer for layer in net.layers if layer.name.startswith('mobilenet'))
     assert not backbone.trainable
     assert backbone.count_params() == 218544

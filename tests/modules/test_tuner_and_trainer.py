@@ -8,11 +8,12 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from modules import features, tuner, trainer
+from petpark.modules import features, tuner, trainer
+from tests.modules.conftest import custom_config
 
 
 def test_tuner_fn_searches_keras3_models_and_finds_best_hyperparameters(fn_args):
-    fn_args.custom_config.update(max_trials=2, search_space={'filters': [8, 16], 'conv_blocks': [2]})
+    fn_args.custom_config = custom_config('Tuner', max_trials=2, search_space={'filters': [8, 16], 'conv_blocks': [2]})
     result = tuner.tuner_fn(fn_args)
     assert isinstance(result.tuner.hypermodel.build(result.tuner.oracle.hyperparameters.copy()), keras.Model)
     result.tuner.search(**result.fit_kwargs)
@@ -22,13 +23,14 @@ def test_tuner_fn_searches_keras3_models_and_finds_best_hyperparameters(fn_args)
 
 
 def test_tuner_fn_rejects_unknown_algorithm(fn_args):
-    fn_args.custom_config['algorithm'] = 'grid'
+    fn_args.custom_config = custom_config('Tuner')
+    fn_args.custom_config['tuning']['algorithm'] = 'grid'
     with pytest.raises(ValueError, match="algorithm must be one of .*'grid'"):
         tuner.tuner_fn(fn_args)
 
 
 def test_run_fn_exports_three_signatures_with_probabilities(fn_args, transformed):
-    fn_args.custom_config['hyperparameters'] = {'conv_blocks': 2, 'filters': 8}
+    fn_args.custom_config = custom_config('Trainer', search_space={'conv_blocks': [2], 'filters': [8]})
     trainer.run_fn(fn_args)
     export = fn_args.serving_model_dir
     saved_model = saved_model_pb2.SavedModel.FromString(open(os.path.join(export, 'saved_model.pb'), 'rb').read())
@@ -55,7 +57,7 @@ def test_run_fn_exports_three_signatures_with_probabilities(fn_args, transformed
 
 
 def test_tuner_is_reproducible_with_seed_zero(fn_args):
-    fn_args.custom_config.update(seed=0, max_trials=3)
+    fn_args.custom_config = custom_config('Tuner', seed=0, max_trials=3)
     first, second = tuner.tuner_fn(fn_args).tuner.oracle, tuner.tuner_fn(fn_args).tuner.oracle
     assert first.seed == second.seed
     assert first._random_values() == second._random_values()

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pipeline import config
+from petpark.pipeline import config
 
 README = os.path.join(config.REPO_ROOT, 'README.md')
 
@@ -47,12 +47,69 @@ def test_readme_documents_every_setting():
 
 
 def test_search_space_reaches_tuner_and_fixes_trainer_hyperparameters(tmp_path):
-    from pipeline import factory
+    from petpark.modules import training_config
     settings = config.Settings.from_env(
         {'home': str(tmp_path), 'search_space': '{"filters": [16, 8], "dropout": [0.5]}'}, environ={})
-    nodes = {node.id: node for node in factory.create_pipeline(settings).components}
+    nodes = {node.id: node for node in build(settings).components}
     tuner_config = json.loads(nodes['Tuner'].exec_properties['custom_config'])
-    assert tuner_config['search_space']['filters'] == [16, 8]
-    assert tuner_config['search_space']['conv_blocks'] == [4, 3]  # defaults kept
-    trainer_config = json.loads(nodes['Trainer'].exec_properties['custom_config'])
-    assert trainer_config['hyperparameters']['filters'] == 16 and trainer_config['hyperparameters']['dropout'] == 0.5
+    assert tuner_config['model']['search_space']['filters'] == [16, 8]
+    assert tuner_config['model']['search_space']['conv_blocks'] == [4, 3]  # defaults kept
+    trainer_config = training_config.TrainingConfig.from_custom_config(
+        json.loads(nodes['Trainer'].exec_properties['custom_config']), 'Trainer')
+    hyperparameters = trainer_config.model.fixed_hyperparameters()
+    assert hyperparameters['filters'] == 16 and hyperparameters['dropout'] == 0.5
+
+
+def build(settings, **choices):
+    from petpark.pipeline import factory
+    return factory.create_pipeline(settings, **dict(dict(
+        pipeline_root=settings.pipeline_root, metadata_connection_config=None, beam_pipeline_args=[]), **choices))
+
+
+@pytest.mark.parametrize('env,message', [
+    ({'PETPARK_SEARCH_SPACE': '{"depth": [1, 2]}'}, r"PETPARK_SEARCH_SPACE has unknown hyperparameters \['depth'\]"),
+    ({'PETPARK_SEARCH_SPACE': '{"dropout": [0.2, 1.5]}'}, r"PETPARK_SEARCH_SPACE 'dropout': 1.5 is outside \[0.0, 0.9\]"),
+    ({'PETPARK_SEARCH_SPACE': '{"filters": [16, "many"]}'}, r"PETPARK_SEARCH_SPACE 'filters': 'many' is not an integer"),
+    ({'PETPARK_IMAGE_SIZE': '8'}, 'PETPARK_IMAGE_SIZE must be at least 16, got 8'),
+    ({'PETPARK_TUNER_TRIALS': '0'}, 'PETPARK_TUNER_TRIALS must be at least 1'),
+])
+def test_training_config_is_validated_before_any_component_runs(env, message):
+    with pytest.raises(ValueError, match=message):
+        config.Settings.from_env(environ=env)
+
+
+def test_each_component_gets_only_the_config_sections_it_reads(tmp_path):
+    settings = config.Settings.from_env({'home': str(tmp_path), 'train_epochs': '3'}, environ={})
+    nodes = {node.id: node for node in build(settings).components}
+    sections = {name: sorted(json.loads(nodes[name].exec_properties['custom_config']))
+                for name in ('Transform', 'Tuner', 'Trainer')}
+    assert sections == {'Transform': ['preprocessing'], 'Tuner': ['model', 'preprocessing', 'tuning'],
+                        'Trainer': ['model', 'preprocessing', 'training']}
+    trainer = json.loads(nodes['Trainer'].exec_properties['custom_config'])
+    assert trainer['training'] == {'epochs': 3, 'batch_size': 32, 'seed': 0}
+
+
+def test_runner_choices_are_passed_through_unchanged(tmp_path):
+    settings = config.Settings.from_env({'home': 'gs://petpark-bucket/home'}, environ={})
+    assert settings.pipeline_root == 'gs://petpark-bucket/home/pipeline_root/petpark'
+    pipeline = build(settings, pipeline_root='s3://other/root', beam_pipeline_args=['--runner=DataflowRunner'])
+    assert pipeline.pipeline_info.pipeline_root == 's3://other/root'
+    assert pipeline.metadata_connection_config is None
+    assert pipeline.beam_pipeline_args == ['--runner=DataflowRunner']
+
+
+def test_local_runner_builds_its_choices_and_generates_no_data(tmp_path):
+    from petpark.pipeline import local_runner
+    settings = config.Settings.from_env({'home': str(tmp_path / 'home'), 'beam_workers': '2'}, environ={})
+    with pytest.raises(ValueError, match='No input data.*petpark synth --out'):
+        local_runner.local_pipeline(settings)
+    assert not (tmp_path / 'home').exists()
+    data = tmp_path / 'data'
+    data.mkdir()
+    settings = config.Settings.from_env({'home': str(tmp_path / 'home'), 'data_root': str(data),
+                                         'beam_workers': '2'}, environ={})
+    pipeline = local_runner.local_pipeline(settings)
+    assert pipeline.pipeline_info.pipeline_root == settings.pipeline_root
+    assert pipeline.metadata_connection_config.sqlite.filename_uri == settings.metadata_path
+    assert '--direct_num_workers=2' in pipeline.beam_pipeline_args
+    assert not list((tmp_path / 'home').iterdir())  # TFX makes the sqlite file's folder; nothing else

@@ -1,0 +1,182 @@
+"""The one model/training configuration, declared here and nowhere else.
+
+The pipeline builds it from the settings and validates it before any component runs; each of
+Transform, Tuner and Trainer receives, through `custom_config`, the sections it reads
+(`custom_config(component)`), so a change that only matters to training does not re-run
+Transform. Module code reads its sections back with `from_custom_config`, which rejects
+missing or unknown keys: module code has no defaults of its own.
+"""
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+BACKBONES = ('cnn', 'mobilenet')
+TUNER_ALGORITHMS = ('random', 'bayesian', 'hyperband')
+MIN_IMAGE_SIZE = 16
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; `field` is its dotted path, e.g. 'model.backbone'."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f'{field} {problem}')
+        self.field = field
+        self.problem = problem
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameter:
+    """A tunable: the values it may take (the first is used without tuning) and its bounds."""
+    values: Tuple[Any, ...]
+    kind: type
+    low: float
+    high: float
+
+    def check(self, name: str, value: Any) -> None:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric or (self.kind is int and not float(value).is_integer()):
+            raise ConfigError('model.search_space', f'{name!r}: {value!r} is not {"an integer" if self.kind is int else "a number"}')
+        if not self.low <= value <= self.high:
+            raise ConfigError('model.search_space', f'{name!r}: {value!r} is outside [{self.low}, {self.high}]')
+
+
+# Every tunable of modules/model.py; PETPARK_SEARCH_SPACE replaces any entry's values.
+HYPERPARAMETERS: Dict[str, Hyperparameter] = {
+    'conv_blocks': Hyperparameter((4, 3), int, 1, 6),
+    'filters': Hyperparameter((32, 24), int, 4, 256),
+    'dense_units': Hyperparameter((64, 128), int, 4, 4096),
+    'dropout': Hyperparameter((0.3, 0.2), float, 0.0, 0.9),
+    'learning_rate': Hyperparameter((2e-3, 1e-3, 3e-3), float, 1e-6, 1.0),
+    # Rotation/zoom/translation/contrast strength on top of horizontal flips. The synthetic
+    # frames already vary pose and scale (0 learns fastest there); real photos gain from ~0.1.
+    'augmentation': Hyperparameter((0.0, 0.1), float, 0.0, 0.5),
+}
+
+
+def default_search_space() -> Dict[str, List[Any]]:
+    return {name: list(h.values) for name, h in HYPERPARAMETERS.items()}
+
+
+def search_space_with(overrides: Optional[Dict[str, Sequence[Any]]]) -> Dict[str, List[Any]]:
+    """The default search space with `overrides` replacing whole entries."""
+    return dict(default_search_space(), **{name: list(values) for name, values in (overrides or {}).items()})
+
+
+def _at_least(field: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field, f'must be an integer, got {value!r}')
+    if value < low:
+        raise ConfigError(field, f'must be at least {low}, got {value!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessingConfig:
+    """What Transform needs: the model's input size in pixels per side."""
+    image_size: int
+
+    def validate(self, where: str) -> None:
+        _at_least(f'{where}.image_size', self.image_size, MIN_IMAGE_SIZE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network: backbone, local weights file and hyperparameter search space."""
+    backbone: str
+    backbone_weights: Optional[str]
+    search_space: Dict[str, List[Any]]
+
+    def validate(self, where: str) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f'{where}.backbone', f"must be 'cnn' or 'mobilenet', got {self.backbone!r}")
+        if self.backbone_weights is not None and not isinstance(self.backbone_weights, str):
+            raise ConfigError(f'{where}.backbone_weights', f'must be a path, got {self.backbone_weights!r}')
+        unknown = sorted(set(self.search_space) - set(HYPERPARAMETERS))
+        if unknown:
+            raise ConfigError(f'{where}.search_space', f'has unknown hyperparameters {unknown}; '
+                                                       f'known: {sorted(HYPERPARAMETERS)}')
+        missing = sorted(set(HYPERPARAMETERS) - set(self.search_space))
+        if missing:
+            raise ConfigError(f'{where}.search_space', f'lacks hyperparameters {missing}')
+        for name, values in self.search_space.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f'{where}.search_space', f'{name!r} needs a non-empty list of values, got {values!r}')
+            for value in values:
+                HYPERPARAMETERS[name].check(name, value)
+
+    def fixed_hyperparameters(self) -> Dict[str, Any]:
+        """The first value of each hyperparameter: what trains when the Tuner does not run."""
+        return {name: values[0] for name, values in self.search_space.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """One fitting run: the training, or each tuner trial."""
+    epochs: int
+    batch_size: int
+    seed: int
+
+    def validate(self, where: str) -> None:
+        _at_least(f'{where}.epochs', self.epochs, 1)
+        _at_least(f'{where}.batch_size', self.batch_size, 1)
+        _at_least(f'{where}.seed', self.seed, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningConfig(FitConfig):
+    """The search: a KerasTuner algorithm and its number of trials, each fitted as FitConfig says."""
+    algorithm: str
+    max_trials: int
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if self.algorithm not in TUNER_ALGORITHMS:
+            raise ConfigError(f'{where}.algorithm', f'must be one of {TUNER_ALGORITHMS}, got {self.algorithm!r}')
+        _at_least(f'{where}.max_trials', self.max_trials, 1)
+
+
+_SECTIONS = {'preprocessing': PreprocessingConfig, 'model': ModelConfig, 'tuning': TuningConfig,
+             'training': FitConfig}
+# The sections each component reads.
+COMPONENT_SECTIONS = {
+    'Transform': ('preprocessing',),
+    'Tuner': ('preprocessing', 'model', 'tuning'),
+    'Trainer': ('preprocessing', 'model', 'training'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Sections that a component did not receive are None."""
+    preprocessing: Optional[PreprocessingConfig] = None
+    model: Optional[ModelConfig] = None
+    tuning: Optional[TuningConfig] = None
+    training: Optional[FitConfig] = None
+
+    def validate(self) -> 'TrainingConfig':
+        for name in _SECTIONS:
+            section = getattr(self, name)
+            if section is not None:
+                section.validate(name)
+        return self
+
+    def custom_config(self, component: str) -> Dict[str, Any]:
+        """The JSON-able sections `component` reads, for its custom_config."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in COMPONENT_SECTIONS[component]}
+
+    @classmethod
+    def from_custom_config(cls, custom_config: Optional[Dict[str, Any]], component: str) -> 'TrainingConfig':
+        """The sections `component` reads, validated; every key must be present and known."""
+        custom_config = custom_config or {}
+        expected = COMPONENT_SECTIONS[component]
+        missing = [name for name in expected if name not in custom_config]
+        if missing:
+            raise ConfigError('custom_config', f'of {component} lacks the section(s) {missing}; the pipeline '
+                                               'passes TrainingConfig.custom_config(component)')
+        sections = {}
+        for name in expected:
+            section_class, values = _SECTIONS[name], custom_config[name]
+            fields = sorted(f.name for f in dataclasses.fields(section_class))
+            if not isinstance(values, dict) or sorted(values) != fields:
+                given = sorted(values) if isinstance(values, dict) else values
+                raise ConfigError(name, f'must have exactly the keys {fields}, got {given}')
+            sections[name] = section_class(**values)
+        return cls(**sections).validate()
