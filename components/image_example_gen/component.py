@@ -1,5 +1,5 @@
 """ImageExampleGen: a FileBasedExampleGen for folders of labelled images."""
-from typing import Optional
+from typing import Iterable, List, Optional, Sequence
 
 from tfx.components.example_gen import driver, utils
 from tfx.dsl.components.base import base_beam_component, executor_spec
@@ -7,8 +7,8 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact, channel, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.image_example_gen import executor
-from modules import features
+from petpark.components.image_example_gen import executor, labels, records
+from petpark.modules import features
 
 
 class IngestionReport(artifact.Artifact):
@@ -17,10 +17,15 @@ class IngestionReport(artifact.Artifact):
 
 
 class ImageExampleGenSpec(ComponentSpec):
-    """FileBasedExampleGen's parameters plus a bad-file budget; an extra report output."""
+    """FileBasedExampleGen's parameters, the label and lighting rules and a bad-file budget;
+    an extra report output."""
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         executor.MAX_BAD_FRACTION_KEY: ExecutionParameter(type=float),
+        executor.CLASS_NAMES_KEY: ExecutionParameter(type=List[str]),
+        executor.FILE_NAME_PATTERN_KEY: ExecutionParameter(type=str),
+        executor.NIGHT_HOURS_KEY: ExecutionParameter(type=List[int]),
+        executor.NIGHT_BRIGHTNESS_KEY: ExecutionParameter(type=float),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -30,9 +35,9 @@ class ImageExampleGenSpec(ComponentSpec):
 
 
 class ImageExampleGen(base_beam_component.BaseBeamComponent):
-    """Reads `<input_base>/<pattern>` image files (class folders or `cat.123.jpg` names)
-    and an optional `metadata.csv` beside them into tf.Examples, split by a hash of the
-    image id. `{SPAN}` in the pattern selects the latest span, as in TFX's ExampleGens.
+    """Reads `<input_base>/<pattern>` image files (class folders or class file names) and an
+    optional `metadata.csv` beside them into tf.Examples, split by a hash of the image id.
+    `{SPAN}` in the pattern selects the latest span, as in TFX's ExampleGens.
 
     Outputs: `examples` (train/eval splits) and `ingestion_report`.
     """
@@ -40,14 +45,20 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     DRIVER_CLASS = driver.FileBasedDriver
 
-    def __init__(self, input_base: str, input_pattern: str = '*/*', train_fraction: float = 0.8,
-                 max_bad_fraction: float = 0.1,
+    def __init__(self, input_base: str, class_names: Sequence[str], input_pattern: str = '*/*',
+                 file_name_pattern: str = labels.KAGGLE_FILE_NAME_PATTERN, train_fraction: float = 0.8,
+                 max_bad_fraction: float = 0.1, night_hours: Iterable[int] = features.NIGHT_HOURS,
+                 night_brightness: float = features.NIGHT_BRIGHTNESS,
                  range_config: Optional[range_config_pb2.RangeConfig] = None):
+        """class_names and file_name_pattern: how labels are read (see labels.LabelRule);
+        night_hours and night_brightness: how `lighting` is derived (see records.LightingRule)."""
         if not 0.01 <= train_fraction <= 0.99:
             raise ValueError(f'train_fraction must be between 0.01 and 0.99 (both splits need '
                              f'examples), got {train_fraction}')
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f'max_bad_fraction must be between 0 and 1, got {max_bad_fraction}')
+        label_rule = labels.LabelRule(tuple(class_names), file_name_pattern)
+        lighting_rule = records.LightingRule(frozenset(night_hours), night_brightness)
         train_buckets = round(train_fraction * 100)
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
@@ -61,6 +72,10 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             max_bad_fraction=max_bad_fraction,
+            class_names=list(label_rule.class_names),
+            file_name_pattern=label_rule.file_name_pattern,
+            night_hours=sorted(lighting_rule.night_hours),
+            night_brightness=lighting_rule.night_brightness,
             examples=channel.Channel(type=standard_artifacts.Examples),
             ingestion_report=channel.Channel(type=IngestionReport))
         super().__init__(spec=spec)

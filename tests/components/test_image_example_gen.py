@@ -12,9 +12,11 @@ from PIL import Image
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 
-from components.image_example_gen import component, executor
-from modules import features
+from petpark.components.image_example_gen import component, executor, images, labels, listing, records, report
+from petpark.components.image_example_gen.rejections import FileRejected
+from petpark.modules import features
 
+CATS_AND_DOGS = labels.LabelRule(('cat', 'dog'))
 BEAM_ARGS = ['--runner=FnApiRunner', '--direct_running_mode=in_memory', '--direct_num_workers=1']
 
 
@@ -46,8 +48,8 @@ def write(path, data):
 
 @pytest.mark.parametrize('reason,data', sorted(BAD_FILES.items()) + [('undecodable', b'just some text\n')])
 def test_bad_files_are_rejected_with_their_reason(reason, data):
-    with pytest.raises(executor.FileRejected) as error:
-        executor.decode_image_file(data)
+    with pytest.raises(FileRejected) as error:
+        images.decode_image_file(data)
     assert error.value.reason == reason
 
 
@@ -60,7 +62,7 @@ def test_bad_files_are_rejected_with_their_reason(reason, data):
     ('format_bmp', (lambda b: (Image.new('RGB', (20, 20), (1, 2, 3)).save(b, format='BMP'), b.getvalue())[1])(io.BytesIO())),
 ])
 def test_unsupported_modes_are_converted_to_rgb_jpeg(reason, data):
-    converted, derived, conversion = executor.decode_image_file(data)
+    converted, derived, conversion = images.decode_image_file(data)
     assert conversion == reason
     decoded = tf.io.decode_image(converted, channels=3).numpy()
     assert decoded.shape == (20, 20, 3) or decoded.shape == (derived['height'], derived['width'], 3)
@@ -69,14 +71,14 @@ def test_unsupported_modes_are_converted_to_rgb_jpeg(reason, data):
 
 def test_sixteen_bit_is_scaled_not_clipped():
     data = png_bytes(Image.fromarray(np.full((8, 8), 32896, dtype=np.uint16)))  # 128 * 257
-    converted, derived, _ = executor.decode_image_file(data)
+    converted, derived, _ = images.decode_image_file(data)
     assert abs(derived[features.BRIGHTNESS_KEY] - 128 / 255) < 0.02
     assert derived[features.GRAYSCALE_KEY] == 1
 
 
 def test_rgb_jpeg_passes_through_untouched():
     data = jpeg_bytes(size=(30, 10))
-    out, derived, conversion = executor.decode_image_file(data)
+    out, derived, conversion = images.decode_image_file(data)
     assert out == data and conversion is None
     assert (derived[features.WIDTH_KEY], derived[features.HEIGHT_KEY]) == (30, 10)
     assert derived[features.GRAYSCALE_KEY] == 0
@@ -86,33 +88,28 @@ def test_rgb_jpeg_passes_through_untouched():
     ('cats/x.jpg', 'cat'), ('Dogs/a/b.png', 'dog'), ('dog/1.jpg', 'dog'), ('cat.123.jpg', 'cat'),
     ('train/dog.7.jpg', 'dog'), ('rabbit/r.jpg', 'rabbit'), ('lonely.jpg', None)])
 def test_label_from_path(path, label):
-    assert executor.label_from_path(path) == label
+    assert CATS_AND_DOGS.from_path(path) == label
 
 
 def test_image_root_stops_at_first_glob():
-    assert executor.image_root('/in', 'span-3/*/*') == '/in/span-3'
-    assert executor.image_root('/in', '*/*') == '/in'
-    assert executor.image_root('/in', '*') == '/in'
+    assert listing.image_root('/in', 'span-3/*/*') == '/in/span-3'
+    assert listing.image_root('/in', '*/*') == '/in'
+    assert listing.image_root('/in', '*') == '/in'
 
 
-def run_executor(tmp_path, input_base, pattern='*/*', max_bad_fraction=0.5):
+def run_executor(tmp_path, input_base, pattern='*/*', max_bad_fraction=0.5, class_names=('cat', 'dog')):
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / 'out' / 'examples')
-    report = component.IngestionReport()
-    report.uri = str(tmp_path / 'out' / 'report')
-    os.makedirs(report.uri, exist_ok=True)
-    gen = component.ImageExampleGen(input_base=str(input_base), input_pattern=pattern)
-    exec_properties = {
-        'input_base': str(input_base),
-        'input_config': gen.exec_properties['input_config'],
-        'output_config': gen.exec_properties['output_config'],
-        'output_data_format': example_gen_pb2.FORMAT_TF_EXAMPLE,
-        'output_file_format': example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        executor.MAX_BAD_FRACTION_KEY: max_bad_fraction,
-    }
+    report_artifact = component.IngestionReport()
+    report_artifact.uri = str(tmp_path / 'out' / 'report')
+    os.makedirs(report_artifact.uri, exist_ok=True)
+    gen = component.ImageExampleGen(input_base=str(input_base), class_names=class_names, input_pattern=pattern,
+                                    max_bad_fraction=max_bad_fraction)
+    exec_properties = dict(gen.exec_properties, output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+                           output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP)
     context = executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(tmp_path / 'tmp'))
-    executor.Executor(context).Do({}, {'examples': [examples], 'ingestion_report': [report]}, exec_properties)
-    with open(os.path.join(report.uri, executor.REPORT_FILE)) as f:
+    executor.Executor(context).Do({}, {'examples': [examples], 'ingestion_report': [report_artifact]}, exec_properties)
+    with open(os.path.join(report_artifact.uri, report.REPORT_FILE)) as f:
         return examples.uri, json.load(f)
 
 
@@ -190,7 +187,7 @@ def test_kaggle_style_flat_folder(tmp_path):
 def test_no_matching_files_is_a_clear_error(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='No files match input pattern'):
-        executor.list_image_files(str(tmp_path / 'empty'), '*/*')
+        listing.list_image_files(str(tmp_path / 'empty'), '*/*')
 
 
 def test_real_odd_files_are_reported_not_crashing(tmp_path, shared_dir):
@@ -215,10 +212,78 @@ def test_real_odd_files_are_reported_not_crashing(tmp_path, shared_dir):
 ])
 def test_component_rejects_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        component.ImageExampleGen(input_base='/data', **kwargs)
+        component.ImageExampleGen(input_base='/data', class_names=['cat', 'dog'], **kwargs)
 
 
 def test_train_fraction_sets_hash_buckets():
-    gen = component.ImageExampleGen(input_base='/data', train_fraction=0.7)
+    gen = component.ImageExampleGen(input_base='/data', class_names=['cat', 'dog'], train_fraction=0.7)
     assert '"hash_buckets": 70' in gen.exec_properties['output_config']
     assert '"partition_feature_name": "image_id"' in gen.exec_properties['output_config']
+
+
+def test_three_classes_from_the_component_parameters(tmp_path):
+    root = tmp_path / 'zoo'
+    for name in ('cats', 'dogs', 'Rabbits'):
+        for i in range(5):
+            write(str(root / name / f'{i}.jpg'), jpeg_bytes(color=(i * 40, 90, 90)))
+    write(str(root / 'rabbit.3.jpg'), jpeg_bytes())  # a class file name outside any class folder
+    examples_uri, summary = run_executor(tmp_path, root, pattern='*', class_names=('cat', 'dog', 'rabbit'))
+    assert summary['rejected'] == {} and summary['examples'] == 1
+    examples_uri, summary = run_executor(tmp_path / 'b', root, class_names=('cat', 'dog', 'rabbit'))
+    labels_read = [example.features.feature[features.LABEL_KEY].bytes_list.value[0]
+                   for _, example in read_examples(examples_uri).values()]
+    assert sorted(set(labels_read)) == [b'cat', b'dog', b'rabbit'] and labels_read.count(b'rabbit') == 5
+
+
+@pytest.mark.parametrize('path,message', [
+    ('cat/dog.5.jpg', "the folder says 'cat', the file name says 'dog'"),
+    ('cats/dog.5.jpg', "the folder says 'cat', the file name says 'dog'"),
+])
+def test_a_file_name_that_contradicts_its_class_folder_is_a_mismatch(path, message):
+    with pytest.raises(FileRejected, match=message) as error:
+        CATS_AND_DOGS.from_path(path)
+    assert error.value.reason == 'label_mismatch'
+
+
+def test_file_names_only_count_when_they_name_a_class():
+    assert CATS_AND_DOGS.from_path('cat/photo.12.jpg') == 'cat'
+    assert labels.LabelRule(('cat', 'dog'), file_name_pattern='').from_path('dog.1.jpg') is None
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    ({'class_names': ('cat',)}, 'two or more distinct names'),
+    ({'class_names': ('cat', 'Dog')}, 'lower-case'),
+    ({'class_names': ('cat', 'dog'), 'file_name_pattern': r'^(\w+)\.'}, r'needs a \(\?P<label>...\) group'),
+    ({'class_names': ('cat', 'dog'), 'file_name_pattern': r'^(?P<label>['}, 'is not a regular expression'),
+])
+def test_label_rule_rejects_bad_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        labels.LabelRule(**kwargs)
+
+
+def test_one_file_becomes_an_example_without_beam(tmp_path):
+    path = tmp_path / 'dogs' / 'd1.png'
+    write(str(path), png_bytes(Image.new('L', (16, 12), 200)))
+    lighting = records.LightingRule(frozenset(features.NIGHT_HOURS), features.NIGHT_BRIGHTNESS)
+    example, conversion = records.file_to_example(str(path), 'dogs/d1.png', {'camera_id': ' cam-7 '},
+                                                  CATS_AND_DOGS, lighting)
+    feature = example.features.feature
+    assert conversion == 'grayscale'
+    assert feature[features.LABEL_KEY].bytes_list.value == [b'dog']
+    assert feature[features.CAMERA_KEY].bytes_list.value == [b'cam-7']
+    assert feature[features.LIGHTING_KEY].bytes_list.value == [b'day']  # bright, no capture time
+    assert (feature[features.WIDTH_KEY].int64_list.value[0], feature[features.HEIGHT_KEY].int64_list.value[0]) == (16, 12)
+    with pytest.raises(FileRejected) as error:
+        records.file_to_example(str(path), 'dogs/d1.png', {'label': 'cat'}, CATS_AND_DOGS, lighting)
+    assert error.value.reason == 'label_mismatch'
+
+
+def test_report_counts_every_status_and_fails_above_the_budget():
+    statuses = [dict(zip(report.STATUS_FIELDS, row)) for row in [
+        (report.ACCEPTED, '', 'a.jpg', ''), (report.CONVERTED, 'cmyk', 'b.jpg', ''),
+        (report.REJECTED, 'truncated', 'c.jpg', 'cut'), (report.REJECTED, 'truncated', 'd.jpg', 'cut')]]
+    summary = report.summarize(statuses)
+    assert (summary['total_files'], summary['examples'], summary['rejected_fraction']) == (4, 2, 0.5)
+    report.check_report(summary, 0.5)
+    with pytest.raises(RuntimeError, match=r'2 of 4 input files .*Worst files: c.jpg \(truncated\); d.jpg'):
+        report.check_report(summary, 0.4)

@@ -1,0 +1,97 @@
+"""One image file -> one tf.Example: its label, its metadata row, its pixels' features.
+
+Plain functions (no Beam): the executor maps `file_to_example` over the listed files.
+"""
+import csv
+import dataclasses
+import datetime
+import io
+import os
+from typing import Any, Dict, FrozenSet, Optional, Tuple
+
+import tensorflow as tf
+from tfx.dsl.io import fileio
+
+from petpark.components.image_example_gen import images
+from petpark.components.image_example_gen.labels import LabelRule
+from petpark.components.image_example_gen.rejections import FileRejected
+from petpark.modules import features
+
+METADATA_FILE = 'metadata.csv'
+
+
+def read_metadata(root: str) -> Dict[str, Dict[str, str]]:
+    """Rows of `<root>/metadata.csv` keyed by the `image` column (relative path)."""
+    path = os.path.join(root, METADATA_FILE)
+    if not fileio.exists(path):
+        return {}
+    with fileio.open(path, 'r') as f:
+        reader = csv.DictReader(io.StringIO(f.read()))
+        if not reader.fieldnames or 'image' not in reader.fieldnames:
+            raise ValueError(f'{path}: metadata CSV needs an "image" column, found {reader.fieldnames}')
+        return {row['image'].strip(): row for row in reader}
+
+
+@dataclasses.dataclass(frozen=True)
+class LightingRule:
+    """Day or night: from the capture hour when known, else from mean brightness."""
+    night_hours: FrozenSet[int]
+    night_brightness: float
+
+    def __post_init__(self):
+        object.__setattr__(self, 'night_hours', frozenset(self.night_hours))
+        if not self.night_hours <= set(range(24)):
+            raise ValueError(f'night_hours must be hours 0-23, got {sorted(self.night_hours)}')
+        if not 0.0 <= self.night_brightness <= 1.0:
+            raise ValueError(f'night_brightness must be between 0 and 1, got {self.night_brightness}')
+
+    def of(self, captured_at: str, brightness: float) -> str:
+        try:
+            return 'night' if datetime.datetime.fromisoformat(captured_at).hour in self.night_hours else 'day'
+        except ValueError:
+            return 'night' if brightness < self.night_brightness else 'day'
+
+
+def _bytes_feature(value: str | bytes) -> tf.train.Feature:
+    value = value.encode('utf-8') if isinstance(value, str) else value
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int_feature(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def make_example(image_id: str, label: str, data: bytes, derived: Dict[str, Any],
+                 metadata: Dict[str, str], lighting: str) -> tf.train.Example:
+    """Builds the tf.Example for one accepted image."""
+    feature = {
+        features.IMAGE_KEY: _bytes_feature(data),
+        features.LABEL_KEY: _bytes_feature(label),
+        features.IMAGE_ID_KEY: _bytes_feature(image_id),
+        features.WIDTH_KEY: _int_feature(derived[features.WIDTH_KEY]),
+        features.HEIGHT_KEY: _int_feature(derived[features.HEIGHT_KEY]),
+        features.GRAYSCALE_KEY: _int_feature(derived[features.GRAYSCALE_KEY]),
+        features.BRIGHTNESS_KEY: tf.train.Feature(
+            float_list=tf.train.FloatList(value=[derived[features.BRIGHTNESS_KEY]])),
+        features.LIGHTING_KEY: _bytes_feature(lighting),
+    }
+    for key in (features.CAMERA_KEY, features.CAPTURED_AT_KEY):
+        value = (metadata.get(key) or '').strip()
+        if value:
+            feature[key] = _bytes_feature(value)
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def file_to_example(path: str, image_id: str, metadata: Dict[str, str], labels: LabelRule,
+                    lighting: LightingRule) -> Tuple[tf.train.Example, Optional[str]]:
+    """(example, conversion reason or None) for the file at `path`; raises FileRejected."""
+    label = labels.resolve(image_id, metadata.get(features.LABEL_KEY), METADATA_FILE)
+    try:
+        with fileio.open(path, 'rb') as f:
+            raw = f.read()
+    except (OSError, tf.errors.OpError) as e:
+        raise FileRejected('unreadable', str(e)) from None
+    data, derived, conversion = images.decode_image_file(raw)
+    captured_at = (metadata.get(features.CAPTURED_AT_KEY) or '').strip()
+    day_or_night = lighting.of(captured_at, derived[features.BRIGHTNESS_KEY])
+    return make_example(image_id, label, data, derived, metadata, day_or_night), conversion
