@@ -1,18 +1,28 @@
-"""AnomaliesGate executor: fails the execution when any checked split has anomalies."""
+"""AnomaliesGate executor: reads the validators' per-split `blessed` verdicts; fails when any
+split is not blessed, naming every anomaly; otherwise passes the schema on."""
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx.components.example_validator.executor import DEFAULT_FILE_NAME
+from tfx.components.example_validator import executor as example_validator
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
-from tfx.types import artifact_utils
+from tfx.types import artifact, artifact_utils
+from tfx.utils import io_utils
 
 ANOMALIES_KEY = 'anomalies'
+DRIFT_ANOMALIES_KEY = 'drift_anomalies'
+SCHEMA_KEY = 'schema'
+VALIDATED_SCHEMA_KEY = 'validated_schema'
+BLESSED_PROPERTY = example_validator.ARTIFACT_PROPERTY_BLESSED_KEY
+NOT_BLESSED = example_validator.NOT_BLESSED_VALUE
+# Where each validator writes a split's anomalies: ExampleValidator per split,
+# DistributionValidator per pair of splits ('<test>_<baseline>').
+_SPLIT_FOLDER = {ANOMALIES_KEY: 'Split-{}', DRIFT_ANOMALIES_KEY: 'SplitPair-{}'}
 
 
 class DataAnomaliesError(RuntimeError):
-    """The examples do not match the curated schema."""
+    """The examples do not match the curated schema, or drifted from their baseline."""
 
 
 def describe_anomalies(anomalies: anomalies_pb2.Anomalies) -> List[str]:
@@ -26,25 +36,51 @@ def describe_anomalies(anomalies: anomalies_pb2.Anomalies) -> List[str]:
     return lines
 
 
-def load_split_anomalies(artifact, split: str) -> anomalies_pb2.Anomalies:
-    path = os.path.join(artifact_utils.get_split_uri([artifact], split), DEFAULT_FILE_NAME)
-    anomalies = anomalies_pb2.Anomalies()
-    with fileio.open(path, 'rb') as f:
-        anomalies.ParseFromString(f.read())
-    return anomalies
+def verdicts(anomalies: artifact.Artifact) -> Dict[str, int]:
+    """{split: verdict} as the validator recorded it in the artifact's `blessed` property."""
+    recorded = anomalies.get_json_value_custom_property(BLESSED_PROPERTY)
+    if not isinstance(recorded, dict) or not recorded:
+        raise DataAnomaliesError(
+            f'{anomalies.uri}: the anomalies artifact records no per-split "{BLESSED_PROPERTY}" verdicts '
+            '(ExampleValidator and DistributionValidator of TFX 1.14 or later write them)')
+    return {split: int(value) for split, value in recorded.items()}
+
+
+def _load(anomalies: artifact.Artifact, key: str, split: str) -> Optional[anomalies_pb2.Anomalies]:
+    path = os.path.join(anomalies.uri, _SPLIT_FOLDER[key].format(split), example_validator.DEFAULT_FILE_NAME)
+    if not fileio.exists(path):
+        return None
+    return anomalies_pb2.Anomalies.FromString(io_utils.read_bytes_file(path))
+
+
+def problems(anomalies: artifact.Artifact, key: str) -> List[str]:
+    """Lines naming each anomaly of each split the validator did not bless (DistributionValidator's
+    'no baseline statistics' verdict passes, as it does in TFX)."""
+    lines = []
+    for split, verdict in sorted(verdicts(anomalies).items()):
+        if verdict != NOT_BLESSED:
+            continue
+        found = _load(anomalies, key, split)
+        details = describe_anomalies(found) if found is not None else ['(no anomalies file written)']
+        lines.extend(f'split {split}: {line}' for line in details)
+    return lines
 
 
 class Executor(base_executor.BaseExecutor):
-    """Raises DataAnomaliesError naming every anomaly, split by split."""
+    """Raises DataAnomaliesError naming every anomaly, split by split; else copies the schema."""
 
     def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
            exec_properties: Dict[str, Any]) -> None:
-        artifact = artifact_utils.get_single_instance(input_dict[ANOMALIES_KEY])
-        problems = []
-        for split in artifact_utils.decode_split_names(artifact.split_names):
-            problems.extend(f'split {split}: {line}'
-                            for line in describe_anomalies(load_split_anomalies(artifact, split)))
-        if problems:
+        checked, found, uris = {}, [], []
+        for key in (ANOMALIES_KEY, DRIFT_ANOMALIES_KEY):
+            for anomalies in input_dict.get(key) or []:
+                checked[key] = verdicts(anomalies)
+                found.extend(problems(anomalies, key))
+                uris.append(anomalies.uri)
+        if found:
             raise DataAnomaliesError(
-                'The examples do not match the curated schema; no model will be trained or pushed '
-                f'from them. Anomalies ({artifact.uri}):\n  ' + '\n  '.join(problems))
+                'The examples failed data validation (schema or drift); no model will be trained or '
+                f'pushed from them. Anomalies ({", ".join(uris)}):\n  ' + '\n  '.join(found))
+        validated = artifact_utils.get_single_instance(output_dict[VALIDATED_SCHEMA_KEY])
+        io_utils.copy_dir(artifact_utils.get_single_uri(input_dict[SCHEMA_KEY]), validated.uri)
+        validated.set_json_value_custom_property('validated_splits', checked)
