@@ -13,15 +13,15 @@ import sys
 import tempfile
 import time
 
-from pipeline import config, console
+from petpark.pipeline import config, console
 
 console.quiet_libraries()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from modules import features  # noqa: E402
-from pipeline import local_runner, summary  # noqa: E402
+from petpark.modules import features  # noqa: E402
+from petpark.pipeline import local_runner, summary  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared')
 
@@ -63,7 +63,7 @@ def main() -> int:
         'min_accuracy': 0.8}, environ={})
     start = time.monotonic()
     with console.Console(verbose=False, log_path=os.path.join(home, 'real.log')):
-        local_runner.run(settings)
+        local_runner.run(local_runner.local_pipeline(settings))
     run = summary.latest_run(settings.metadata_path, settings.pipeline_name)
     print('\n'.join(summary.describe(run)))
     print(f'pipeline wall time: {time.monotonic() - start:.0f} s')

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import List, Optional
 
-from pipeline import config, console, synthetic_data
+from petpark.pipeline import config, console, synthetic_data
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -38,12 +38,15 @@ def _run(args: argparse.Namespace) -> int:
                   f'  home {settings.home}\n')
         if not args.verbose:
             out.write(f'  full log {log_path}\n')
-        from pipeline import local_runner, summary  # heavy imports, after output is redirected
+        from petpark.pipeline import local_runner, progress, summary  # heavy imports, after output is redirected
+        pipeline = local_runner.local_pipeline(settings)
+        watch = progress.RunProgress(pipeline.metadata_connection_config, settings.pipeline_name,
+                                     [node.id for node in pipeline.components], out)
         try:
-            local_runner.run(settings)
+            with watch:
+                local_runner.run(pipeline)
         except Exception as e:  # report which component failed and why, then exit non-zero
-            failed = terminal.current_component or 'pipeline'
-            out.write(f'  x {failed} FAILED: {type(e).__name__}: {e}\n')
+            out.write(f'  x {watch.failed_node or "pipeline"} FAILED: {type(e).__name__}: {e}\n')
             if not args.verbose:
                 out.write(f'  full log {log_path}\n')
             return 1
@@ -53,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from serving import client
+    from petpark.serving import client
     missing = [path for path in args.images if not os.path.isfile(path)]
     if missing:
         raise ValueError(f'No such image file: {missing[0]}')
@@ -68,7 +71,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from serving import promote
+    from petpark.serving import promote
     settings = config.Settings.from_env({'home': args.home, 'model_name': args.model})
     model_dir = os.path.abspath(args.model_dir or settings.serving_model_dir)
     config_path = args.config or os.path.join(os.path.dirname(settings.serving_model_dir), 'models.config')
@@ -102,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--verbose', action='store_true', help='show TF/absl/Beam logs instead of a log file')
     run.set_defaults(func=_run)
 
-    from serving import main as serving_main, promote  # light: no TensorFlow import until used
+    from petpark.serving import main as serving_main, promote  # light: no TensorFlow import until used
     serve = commands.add_parser('serve', help="serve pushed models over TF Serving's REST and gRPC APIs")
     serving_main.add_flags(serve)
     serve.set_defaults(func=serving_main.serve)

@@ -1,54 +1,14 @@
-"""What a person sees during a run: one line per component as it starts and finishes.
+"""What a person sees during a run: progress lines (pipeline/progress.py) and a summary.
 
 Quiet mode sends every other byte (TF, absl, Beam, pip and wheel-build subprocesses,
 Keras) to a log file by redirecting file descriptors 1 and 2, so nothing is lost and
 nothing drowns the progress lines. Verbose mode leaves all output on the terminal.
 """
-import logging
 import os
-import re
 import sys
-import time
-from typing import Dict, Optional, TextIO
+from typing import TextIO
 
 from absl import logging as absl_logging
-
-_RUNNING = re.compile(r'^Component (\S+) is running\.$')
-_FINISHED = re.compile(r'^Component (\S+) is finished\.$')
-_CACHED = re.compile(r'^A cached execution \d+ is used\.$')
-
-
-class _ProgressHandler(logging.Handler):
-    """Turns the local runner's absl messages into progress lines on `out`."""
-
-    def __init__(self, out: TextIO):
-        super().__init__(level=logging.INFO)
-        self._out = out
-        self._started: Dict[str, float] = {}
-        self._current: Optional[str] = None
-        self._cached = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        running, finished = _RUNNING.match(message), _FINISHED.match(message)
-        if running:
-            self._current, self._cached = running.group(1), False
-            self._started[self._current] = time.monotonic()
-            self._out.write(f'  > {self._current} ...\n')
-        elif finished:
-            name = finished.group(1)
-            elapsed = time.monotonic() - self._started.pop(name, time.monotonic())
-            status = 'cached' if self._cached else 'done'
-            self._out.write(f'  + {name:<32} {status:<7}{elapsed:7.1f}s\n')
-            self._current = None
-        elif _CACHED.match(message):
-            self._cached = True
-        self._out.flush()
-
-    @property
-    def current(self) -> Optional[str]:
-        """The component that started and has not finished (the one that failed, on error)."""
-        return self._current
 
 
 class Console:
@@ -60,7 +20,6 @@ class Console:
         self.out: TextIO = sys.stdout
         self._saved_fds = []
         self._saved_streams = None
-        self._handler: Optional[_ProgressHandler] = None
 
     def __enter__(self) -> 'Console':
         sys.stdout.flush()
@@ -77,17 +36,10 @@ class Console:
             self._saved_streams = (sys.stdout, sys.stderr)
             sys.stdout = sys.stderr = os.fdopen(os.dup(1), 'w', buffering=1)
         self._saved_verbosity = absl_logging.get_verbosity()
-        absl_logging.set_verbosity(absl_logging.INFO)
-        self._handler = _ProgressHandler(self.out)
-        logging.getLogger('absl').addHandler(self._handler)
+        absl_logging.set_verbosity(absl_logging.INFO)  # the log file gets TFX's whole account
         return self
 
-    @property
-    def current_component(self) -> Optional[str]:
-        return self._handler.current if self._handler else None
-
     def __exit__(self, *exc) -> None:
-        logging.getLogger('absl').removeHandler(self._handler)
         absl_logging.set_verbosity(self._saved_verbosity)
         sys.stdout.flush()
         sys.stderr.flush()

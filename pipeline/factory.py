@@ -1,17 +1,34 @@
-"""create_pipeline: the one place the petpark TFX pipeline is wired."""
+"""create_pipeline: the one place the petpark TFX pipeline is wired.
+
+What differs between runners (metadata store, Beam args, pipeline root) is a parameter, as in
+TFX's templates; each runner builds its own choices and passes them in. Components are
+imported from their own modules rather than `tfx.v1`, which would also import every TFX
+extension and the Google Cloud SDKs.
+"""
 import os
-from typing import List, Optional
+from typing import Optional, Sequence
 
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
+from ml_metadata.proto import metadata_store_pb2
+from tfx.components.evaluator.component import Evaluator
+from tfx.components.example_validator.component import ExampleValidator
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.components.statistics_gen.component import StatisticsGen
+from tfx.components.trainer.component import Trainer
+from tfx.components.transform.component import Transform
+from tfx.components.tuner.component import Tuner
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.proto import pusher_pb2, trainer_pb2
+from tfx.types import channel, standard_artifacts
 
-import modules
-import schemas
-from components.anomalies_gate.component import AnomaliesGate
-from components.image_example_gen.component import ImageExampleGen
-from components.serving_pusher.component import ServingPusher
-from modules import features, model
-from pipeline.config import Settings
+from petpark import modules, schemas
+from petpark.components.anomalies_gate.component import AnomaliesGate
+from petpark.components.image_example_gen.component import ImageExampleGen
+from petpark.components.serving_pusher.component import ServingPusher
+from petpark.modules import features
+from petpark.pipeline.config import Settings
 
 FAIRNESS_MODULE = 'fairness_indicators.fairness_indicators_metrics'
 THRESHOLDS = [0.25, 0.5, 0.75]
@@ -20,13 +37,6 @@ SLICES = [[], [features.CAMERA_KEY], [features.LIGHTING_KEY], [features.CAMERA_K
 
 def module_file(name: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(modules.__file__)), name)
-
-
-def beam_pipeline_args(settings: Settings) -> List[str]:
-    """FnApiRunner directly: Beam 2.74's DirectRunner first tries Prism, which downloads a binary."""
-    mode = 'in_memory' if settings.beam_workers == 1 else 'multi_processing'
-    return ['--runner=FnApiRunner', f'--direct_running_mode={mode}',
-            f'--direct_num_workers={settings.beam_workers}']
 
 
 def eval_config(settings: Settings) -> tfma.EvalConfig:
@@ -59,74 +69,74 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
             binarize=tfma.BinarizationOptions(class_ids={'values': [features.POSITIVE_CLASS_ID]}))])
 
 
-def create_pipeline(settings: Settings, stop_after: Optional[str] = None) -> tfx.dsl.Pipeline:
+def create_pipeline(settings: Settings, *, pipeline_root: str,
+                    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
+                    beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None) -> tfx_pipeline.Pipeline:
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
     -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed) -> Pusher.
 
+    pipeline_root: local path or URI (gs://, s3://), used as given.
+    metadata_connection_config: the runner's MLMD store (None where the orchestrator brings
+    its own, as Kubeflow and Vertex do). beam_pipeline_args: for every Beam-powered component.
     stop_after: a component id; the pipeline then ends with it (e.g. 'Transform' for data only).
     """
-    model_config = settings.model_config()
-    search_space = dict(model.DEFAULT_SEARCH_SPACE, **settings.search_space_values())
+    config = settings.training_config()
     example_gen = ImageExampleGen(
-        input_base=settings.input_base, input_pattern=settings.input_pattern,
+        input_base=settings.input_base, class_names=features.LABELS, input_pattern=settings.input_pattern,
         train_fraction=settings.train_fraction, max_bad_fraction=settings.max_bad_fraction)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
-    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs['anomalies'])
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs['examples'], schema=schema_gen.outputs['schema'],
-        module_file=module_file('preprocessing.py'), custom_config=model_config,
+    statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'])
+    schema_gen = ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
+    example_validator = ExampleValidator(statistics=statistics_gen.outputs['statistics'],
+                                         schema=schema_gen.outputs['schema'])
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs['anomalies'],
+                                   schema=schema_gen.outputs['schema'])
+    transform = Transform(
+        examples=example_gen.outputs['examples'], schema=anomalies_gate.outputs['validated_schema'],
+        module_file=module_file('preprocessing.py'), custom_config=config.custom_config('Transform'),
         disable_statistics=True)
-    transform.add_upstream_node(anomalies_gate)
     nodes = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform]
 
     hyperparameters = None
     if settings.tune:
-        tuner = tfx.components.Tuner(
+        tuner = Tuner(
             module_file=module_file('tuner.py'),
             examples=transform.outputs['transformed_examples'],
             transform_graph=transform.outputs['transform_graph'],
-            train_args=tfx.proto.TrainArgs(num_steps=settings.tuner_steps),
-            eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
-            custom_config=dict(model_config, algorithm=settings.tuner_algorithm,
-                               max_trials=settings.tuner_trials, epochs=settings.tuner_epochs,
-                               search_space=search_space))
+            train_args=trainer_pb2.TrainArgs(num_steps=settings.tuner_steps),
+            eval_args=trainer_pb2.EvalArgs(num_steps=settings.eval_steps),
+            custom_config=config.custom_config('Tuner'))
         hyperparameters = tuner.outputs['best_hyperparameters']
         nodes.append(tuner)
-    trainer = tfx.components.Trainer(
+    trainer = Trainer(
         module_file=module_file('trainer.py'),
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         hyperparameters=hyperparameters,
-        train_args=tfx.proto.TrainArgs(num_steps=settings.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=settings.eval_steps),
-        custom_config=dict(model_config, epochs=settings.train_epochs,
-                           hyperparameters={name: values[0] for name, values in search_space.items()}))
-    latest_blessed = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        train_args=trainer_pb2.TrainArgs(num_steps=settings.train_steps),
+        eval_args=trainer_pb2.EvalArgs(num_steps=settings.eval_steps),
+        custom_config=config.custom_config('Trainer'))
+    latest_blessed = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=channel.Channel(type=standard_artifacts.Model),
+        model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
     ).with_id('latest_blessed_model_resolver')
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs['examples'], model=trainer.outputs['model'],
         baseline_model=latest_blessed.outputs['model'], eval_config=eval_config(settings))
     pusher = ServingPusher(
         model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=settings.serving_model_dir))).with_id('Pusher')
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=settings.serving_model_dir))).with_id('Pusher')
     nodes += [trainer, latest_blessed, evaluator, pusher]
     if stop_after is not None:
         ids = [node.id for node in nodes]
         if stop_after not in ids:
             raise ValueError(f'stop_after must be one of {ids}, got {stop_after!r}')
         nodes = nodes[:ids.index(stop_after) + 1]
-    return tfx.dsl.Pipeline(
+    return tfx_pipeline.Pipeline(
         pipeline_name=settings.pipeline_name,
-        pipeline_root=settings.pipeline_root,
+        pipeline_root=pipeline_root,
         components=nodes,
         enable_cache=settings.enable_cache,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            settings.metadata_path),
-        beam_pipeline_args=beam_pipeline_args(settings))
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args))

@@ -1,29 +1,49 @@
-"""Runs the pipeline with TFX's LocalDagRunner (Beam DirectRunner), configured from PETPARK_*.
+"""The local runner: TFX's LocalDagRunner on Beam's FnApiRunner, MLMD in a sqlite file.
 
-Used by `tfx pipeline create --engine local --pipeline_path pipeline/local_runner.py`
-and `tfx run create --engine local --pipeline_name petpark`; `petpark run` adds
-synthetic data generation, progress lines and the summary around the same call.
+It only chooses (pipeline root, metadata store, Beam args under PETPARK_HOME) and calls
+create_pipeline. Used by `tfx pipeline create --engine local --pipeline_path
+pipeline/local_runner.py` and `tfx run create --engine local --pipeline_name petpark`;
+`petpark run` calls the same `run()` with progress lines and a summary around it.
 """
 import os
 import sys
+from typing import List, Optional
 
 # `tfx run create` runs this file as a script: its folder becomes sys.path[0], where
-# this package's modules would shadow top-level packages. Import from the repo root.
+# this package's modules (config, console, ...) would shadow top-level modules of that name.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path and os.path.abspath(sys.path[0]) == _HERE:
-    sys.path[0] = os.path.dirname(_HERE)
+    del sys.path[0]
 
-from tfx import v1 as tfx  # noqa: E402
+from tfx.orchestration import metadata, pipeline as tfx_pipeline  # noqa: E402
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
-from pipeline import config, factory, synthetic_data  # noqa: E402
+from petpark.pipeline import config, factory, synthetic_data  # noqa: E402
 
 
-def run(settings: config.Settings) -> None:
-    """Runs the pipeline once, first generating the default dataset if it is the input and missing."""
+def beam_pipeline_args(workers: int) -> List[str]:
+    """FnApiRunner directly: Beam 2.74's DirectRunner first tries Prism, which downloads a binary."""
+    mode = 'in_memory' if workers == 1 else 'multi_processing'
+    return ['--runner=FnApiRunner', f'--direct_running_mode={mode}', f'--direct_num_workers={workers}']
+
+
+def local_pipeline(settings: config.Settings, stop_after: Optional[str] = None) -> tfx_pipeline.Pipeline:
+    """The pipeline with this machine's choices; the default dataset must exist already."""
     if not settings.data_root and not synthetic_data.exists(settings.synthetic_data_root):
-        synthetic_data.generate(settings.synthetic_data_root, settings.synthetic_count, settings.seed)
-    tfx.orchestration.LocalDagRunner().run(factory.create_pipeline(settings))
+        raise ValueError(f'No input data: PETPARK_DATA_ROOT is empty and the default dataset is not in '
+                         f'{settings.synthetic_data_root}. Set PETPARK_DATA_ROOT, or generate it with '
+                         f'`petpark synth --out {settings.synthetic_data_root} --count {settings.synthetic_count}` '
+                         '(`petpark run` does this on its first run).')
+    return factory.create_pipeline(
+        settings, pipeline_root=settings.pipeline_root,
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(settings.metadata_path),
+        beam_pipeline_args=beam_pipeline_args(settings.beam_workers), stop_after=stop_after)
+
+
+def run(pipeline: tfx_pipeline.Pipeline) -> None:
+    """Runs the pipeline once."""
+    LocalDagRunner().run(pipeline)
 
 
 if __name__ == '__main__':
-    run(config.Settings.from_env())
+    run(local_pipeline(config.Settings.from_env()))

@@ -10,7 +10,8 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from modules import features
+from petpark.modules import features
+from petpark.pipeline import progress
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 METRIC_COLUMNS = (('example_count', 'n'), ('binary_accuracy', 'accuracy'), ('precision', 'precision'),
@@ -39,11 +40,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunRecord:
         raise LookupError(f'No run of pipeline {pipeline_name!r} in {metadata_path}')
     run = max(runs, key=lambda c: c.id)
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
-    node_of = {}
-    for execution in executions:
-        for context in store.get_contexts_by_execution(execution.id):
-            if store.get_context_types_by_id([context.type_id])[0].name == 'node':
-                node_of[execution.id] = context.name.split('.', 1)[-1]
+    node_of = progress.node_of_executions(store, pipeline_name, executions)
     states = {node_of[e.id]: _STATE_NAMES[e.last_known_state] for e in executions if e.id in node_of}
     seconds = {node_of[e.id]: (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0
                for e in executions if e.id in node_of}

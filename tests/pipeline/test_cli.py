@@ -1,11 +1,14 @@
 """petpark CLI: synth writes the dataset; bad input exits 2 with a message naming it."""
 import csv
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
-from pipeline import cli, synthetic_data
+from petpark.pipeline import cli, synthetic_data
 
 
 def test_synth_writes_images_and_metadata(tmp_path, capsys):
@@ -47,3 +50,27 @@ def test_bad_input_exits_2_naming_the_problem(argv, message, capsys, tmp_path, m
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / 'petpark_home')
+
+
+def imported_after(code):
+    """The modules a fresh interpreter holds after running `code`."""
+    script = code + '\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))'
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=300, cwd='/')
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_help_imports_no_tensorflow():
+    modules = imported_after('from petpark.pipeline import cli\ncli.build_parser().format_help()')
+    assert 'tensorflow' not in modules and 'tfx' not in modules
+
+
+def test_a_run_imports_neither_tfx_v1_nor_cloud_sdks(tmp_path):
+    """`tfx.v1` pulls every TFX extension and the Google Cloud SDKs: seconds that every run would pay."""
+    synthetic_data.generate(str(tmp_path / 'data'), 4)
+    modules = imported_after(
+        'from petpark.pipeline import config, local_runner, progress, summary\n'
+        f'settings = config.Settings.from_env({{"home": "{tmp_path}", "data_root": "{tmp_path / "data"}"}}, environ={{}})\n'
+        'local_runner.local_pipeline(settings)')
+    assert 'tfx.orchestration.local.local_dag_runner' in modules
+    assert not {'tfx.v1', 'google.cloud.aiplatform', 'tfx.extensions.google_cloud_ai_platform'} & modules

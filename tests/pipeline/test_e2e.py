@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modules import features
-from pipeline import summary, synthetic_data
+from petpark.modules import features
+from petpark.pipeline import summary, synthetic_data
 
 pytestmark = pytest.mark.e2e
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -84,12 +84,35 @@ def test_first_run_completes_blesses_and_pushes(runs):
     assert set(runs['first_run'].states.values()) == {'COMPLETE'}
     assert 'Blessing: BLESSED' in output and 'Pushed: ' in output
     assert '+ Trainer' in output and 'overall' in output and 'lighting=night' in output
+    for node in ALL_NODES:  # a progress line, from MLMD, for every node that ran
+        assert f'  > {node} ...' in output and f'  + {node} ' in output, node
     assert 'Traceback' not in output and 'WARNING' not in output  # quiet by default
     versions = runs['first_versions']
     assert len(versions) == 1 and versions[0].isdigit()
     assert os.path.isfile(os.path.join(runs['home'], 'serving', 'petpark', versions[0], 'saved_model.pb'))
     blessing = runs['first_run'].output('Evaluator', 'blessing')
     assert os.path.isfile(os.path.join(blessing.uri, 'BLESSED'))
+
+
+def producer_and_inputs(metadata_path, artifact_id):
+    """(id of the execution that first output the artifact, ids of that execution's input artifacts);
+    later, cached executions record the same artifact as their output too."""
+    import ml_metadata as mlmd
+    from tfx.orchestration import metadata
+    store = mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
+    producer = min(e.execution_id for e in store.get_events_by_artifact_ids([artifact_id]) if e.type == e.OUTPUT)
+    return producer, {e.artifact_id for e in store.get_events_by_execution_ids([producer]) if e.type == e.INPUT}
+
+
+def test_anomalies_gate_is_in_the_lineage_of_the_transform(runs):
+    """ExampleValidator's anomalies -> AnomaliesGate -> validated schema -> Transform, in MLMD's events."""
+    metadata_path = os.path.join(runs['home'], 'metadata.sqlite')
+    run = runs['first_run']
+    gate_output = run.output('AnomaliesGate', 'validated_schema')
+    _, transform_inputs = producer_and_inputs(metadata_path, run.output('Transform', 'transform_graph').id)
+    assert gate_output.id in transform_inputs
+    _, gate_inputs = producer_and_inputs(metadata_path, gate_output.id)
+    assert run.output('ExampleValidator', 'anomalies').id in gate_inputs
 
 
 def test_second_run_comes_from_cache_and_pushes_no_duplicate(runs):
@@ -187,10 +210,10 @@ def test_every_signature_returns_probabilities_for_real_photos(runs, shared_dir)
 def served(runs):
     """The pushed model behind our REST and gRPC servers, as `petpark serve` would run them."""
     from tensorflow_serving.config import model_server_config_pb2
-    from serving import tf_servable
-    from serving.grpc_service import make_server
-    from serving.model_store import ModelStore
-    from serving.server import RestServer
+    from petpark.serving import tf_servable
+    from petpark.serving.grpc_service import make_server
+    from petpark.serving.model_store import ModelStore
+    from petpark.serving.server import RestServer
     config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.add(name='petpark', base_path=os.path.join(runs['home'], 'serving', 'petpark'))
     store = ModelStore(config, tf_servable.load)
@@ -204,7 +227,7 @@ def served(runs):
 
 
 def test_petpark_predict_over_rest_and_grpc_matches_the_model(runs, served, capsys):
-    from pipeline import cli
+    from petpark.pipeline import cli
     images = sorted(glob.glob(os.path.join(runs['data'], 'span-1', '*', '*.jpg')))[:4]
     expected = pushed_model(runs).signatures[features.IMAGE_BYTES_SIGNATURE](
         image_bytes=tf.constant([open(p, 'rb').read() for p in images]))['scores'].numpy()
