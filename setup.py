@@ -42,7 +42,7 @@ setup(
     ],
     extras_require={
         'serving': ['grpcio', 'aiohttp', 'prometheus_client', 'requests', 'tensorflow-serving-api>=2.16,<2.17'],
-        'test': ['pytest', 'PyYAML', 'psutil'],
+        'test': ['pytest', 'PyYAML', 'psutil', 'h2'],
     },
     entry_points={'console_scripts': ['petpark=petpark.pipeline.cli:main']},
 )

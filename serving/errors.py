@@ -1,4 +1,6 @@
 """TF Serving's error model: a canonical code and a message, mapped to HTTP like its REST handler."""
+from typing import Optional
+
 import grpc
 
 HTTP_STATUS = {
@@ -16,14 +18,16 @@ HTTP_STATUS = {
 class ServingError(Exception):
     """An error a client sees: `code` is a grpc.StatusCode, `message` TF Serving's wording."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: Optional[int] = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+        """TF Serving's mapping of `code`, unless an HTTP-only status (413, 408) says more."""
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
 
 
 def invalid_argument(message: str) -> ServingError:

@@ -8,8 +8,10 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.python.framework import dtypes as tf_dtypes
 
 from petpark.serving import errors
+from petpark.serving.limits import Limits
 
 _FLOATS = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF, types_pb2.DT_BFLOAT16}
 _INTS = {types_pb2.DT_INT8, types_pb2.DT_INT16, types_pb2.DT_INT32, types_pb2.DT_INT64, types_pb2.DT_UINT8,
@@ -18,7 +20,7 @@ _TYPE_NAMES = {types_pb2.DT_FLOAT: 'float', types_pb2.DT_DOUBLE: 'double', types
                types_pb2.DT_INT64: 'int64', types_pb2.DT_STRING: 'string', types_pb2.DT_BOOL: 'bool'}
 
 
-def parse_body(body: bytes) -> Dict[str, Any]:
+def parse_body(body: bytes, limits: Limits) -> Dict[str, Any]:
     """The request's JSON object, or TF Serving's parse errors."""
     if not body.strip():
         raise errors.invalid_argument('JSON Parse error: The document is empty')
@@ -26,13 +28,15 @@ def parse_body(body: bytes) -> Dict[str, Any]:
         document = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise errors.invalid_argument(f'JSON Parse error: Invalid value. at offset: {getattr(e, "pos", 0)}') from None
+    except RecursionError:
+        raise limits.exceeded('max_json_depth', 'deeper than Python can parse', 'The nesting of the JSON body') from None
     if not isinstance(document, dict):
         raise errors.invalid_argument('JSON Value: not a JSON object. Request body must be a JSON object')
     return document
 
 
 def _leaf(value: Any, dtype: int, alias: str) -> Any:
-    """One scalar checked against the input's dtype."""
+    """One scalar checked against the input's dtype and its range."""
     type_name = _TYPE_NAMES.get(dtype, types_pb2.DataType.Name(dtype))
 
     def wrong(kind: str) -> errors.ServingError:
@@ -58,16 +62,31 @@ def _leaf(value: Any, dtype: int, alias: str) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise wrong('String' if isinstance(value, str) else 'Bool' if isinstance(value, bool) else type(value).__name__)
-    if dtype in _INTS and isinstance(value, float) and not value.is_integer():
-        raise wrong('Double')
-    return value
+    if dtype in _INTS:
+        if isinstance(value, float) and not value.is_integer():
+            raise wrong('Double')
+        bounds = np.iinfo(tf_dtypes.as_dtype(dtype).as_numpy_dtype)
+        if not bounds.min <= value <= bounds.max:
+            raise errors.invalid_argument(f'JSON Value: {_short(value)} is out of range for {type_name} in input {alias}')
+        return int(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise errors.invalid_argument(f'JSON Value: {_short(value)} is out of range for {type_name} in input {alias}') from None
 
 
-def _to_array(value: Any, tensor_info: meta_graph_pb2.TensorInfo, alias: str) -> np.ndarray:
-    """Nested JSON lists -> ndarray, checking leaves and rectangularity."""
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else f'{text[:20]}...({len(text)} characters)'
+
+
+def _to_array(value: Any, tensor_info: meta_graph_pb2.TensorInfo, alias: str, limits: Limits) -> np.ndarray:
+    """Nested JSON lists -> ndarray, checking depth, leaves and rectangularity."""
     dtype = tensor_info.dtype
 
     def convert(node: Any, depth: int) -> Tuple[Any, Tuple[int, ...]]:
+        if depth > limits.max_json_depth:
+            raise limits.exceeded('max_json_depth', f'over {limits.max_json_depth}', f'The nesting of input {alias}')
         if isinstance(node, list):
             converted = [convert(child, depth + 1) for child in node]
             shapes = {shape for _, shape in converted}
@@ -102,7 +121,8 @@ def _named_inputs(signature: meta_graph_pb2.SignatureDef, value: Any, where: str
     return {aliases[0]: value}
 
 
-def request_to_inputs(document: Dict[str, Any], signature: meta_graph_pb2.SignatureDef) -> Tuple[Dict[str, np.ndarray], bool]:
+def request_to_inputs(document: Dict[str, Any], signature: meta_graph_pb2.SignatureDef,
+                      limits: Limits) -> Tuple[Dict[str, np.ndarray], bool]:
     """Predict body -> ({alias: ndarray}, is_row_format)."""
     has_instances, has_inputs = 'instances' in document, 'inputs' in document
     if has_instances and has_inputs:
@@ -111,14 +131,18 @@ def request_to_inputs(document: Dict[str, Any], signature: meta_graph_pb2.Signat
         raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
     if has_inputs:
         named = _named_inputs(signature, document['inputs'], "'inputs'")
-        return {a: _to_array(v, signature.inputs[a], a) for a, v in named.items()}, False
+        for alias, value in named.items():
+            if isinstance(value, list):
+                limits.check_rows(len(value), f'The batch size of input {alias}')
+        return {a: _to_array(v, signature.inputs[a], a, limits) for a, v in named.items()}, False
     instances = document['instances']
     if not isinstance(instances, list):
         raise errors.invalid_argument("Expecting 'instances' to be an list/array")
     if not instances:
         raise errors.invalid_argument("No values in 'instances' array")
+    limits.check_rows(len(instances), "The number of 'instances'")
     rows = [_named_inputs(signature, instance, f"'instances' element {i}") for i, instance in enumerate(instances)]
-    return {a: _to_array([row[a] for row in rows], signature.inputs[a], a) for a in signature.inputs}, True
+    return {a: _to_array([row[a] for row in rows], signature.inputs[a], a, limits) for a in signature.inputs}, True
 
 
 def _jsonable(alias: str, array: np.ndarray) -> Any:
@@ -146,13 +170,14 @@ def outputs_to_response(outputs: Dict[str, np.ndarray], row_format: bool) -> Dic
     return {'predictions': [{alias: values[i] for alias, values in converted.items()} for i in range(size)]}
 
 
-def examples_from_json(document: Dict[str, Any]) -> List[bytes]:
+def examples_from_json(document: Dict[str, Any], limits: Limits) -> List[bytes]:
     """Classify/Regress body ({"examples": [...], "context"?: {...}}) -> serialized tf.Examples."""
     import tensorflow as tf  # local: only Classify/Regress need the proto
 
     examples = document.get('examples')
     if not isinstance(examples, list) or not examples:
         raise errors.invalid_argument("Missing or empty 'examples' array in the request")
+    limits.check_rows(len(examples), "The number of 'examples'")
     context = document.get('context') or {}
     if not isinstance(context, dict):
         raise errors.invalid_argument("'context' must be a JSON object")
@@ -160,9 +185,11 @@ def examples_from_json(document: Dict[str, Any]) -> List[bytes]:
     def feature(name: str, value: Any) -> tf.train.Feature:
         values = value if isinstance(value, list) else [value]
         if all(isinstance(v, bool) or isinstance(v, int) for v in values):
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+            return tf.train.Feature(int64_list=tf.train.Int64List(
+                value=[int(v) if isinstance(v, bool) else _leaf(v, types_pb2.DT_INT64, name) for v in values]))
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+            return tf.train.Feature(float_list=tf.train.FloatList(
+                value=[_leaf(v, types_pb2.DT_FLOAT, name) for v in values]))
         if all(isinstance(v, str) or isinstance(v, dict) for v in values):
             return tf.train.Feature(bytes_list=tf.train.BytesList(
                 value=[_leaf(v, types_pb2.DT_STRING, name) for v in values]))

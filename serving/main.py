@@ -6,7 +6,7 @@ import threading
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from petpark.serving import config_protos
+from petpark.serving import config_protos, limits
 
 DEFAULT_METRICS_PATH = '/monitoring/prometheus/metrics'
 
@@ -41,6 +41,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--tensorflow_inter_op_parallelism', type=_threads, default=0,
                         help='ops run at once (0: as many as cores)')
     parser.add_argument('--host', default='127.0.0.1', help='address to bind (TF Serving binds all; we do not)')
+    parser.add_argument('--inference_threads', type=limits.positive(int), default=64,
+                        help='threads that run model calls, REST and gRPC together')
+    limits.Limits.add_flags(parser)
 
 
 def read_config(args: argparse.Namespace) -> model_server_config_pb2.ModelServerConfig:
@@ -106,14 +109,30 @@ def make_loader(args: argparse.Namespace, metrics):
         tf_servable.load(name, path, version), params, metrics, name)
 
 
+def raise_open_files_limit() -> int:
+    """The soft open-files limit raised to the hard one (connections each hold a descriptor)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def serve(args: argparse.Namespace) -> int:
     """Starts the store, gRPC and (optionally) REST; runs until SIGINT/SIGTERM."""
     from petpark.serving import errors  # TensorFlow: imported only when serving starts
-    from petpark.serving.grpc_service import make_server
+    from petpark.serving.concurrency import InferencePool
+    from petpark.serving.grpc_service import GrpcServer
     from petpark.serving.metrics import ServingMetrics
     from petpark.serving.model_store import ModelStore, State
     from petpark.serving.server import RestServer
     configure_tensorflow(args)
+    bounds = limits.Limits.from_args(args)
     metrics = ServingMetrics()
     try:
         store = ModelStore(read_config(args), make_loader(args, metrics))
@@ -124,13 +143,14 @@ def serve(args: argparse.Namespace) -> int:
         monitoring = config_protos.parse_text(args.monitoring_config_file, config_protos.MonitoringConfig)
         if monitoring.prometheus_config.enable:
             metrics_path = monitoring.prometheus_config.path or DEFAULT_METRICS_PATH
+    print(f'open files limit {raise_open_files_limit()}', flush=True)
     store.start(args.file_system_poll_wait_seconds)
-    grpc_server, grpc_port = make_server(store, args.host, args.port, metrics)
-    grpc_server.start()
-    print(f'gRPC (PredictionService, ModelService) at {args.host}:{grpc_port}', flush=True)
+    pool = InferencePool(args.inference_threads, bounds.max_inflight_requests)
+    grpc_server = GrpcServer(store, args.host, args.port, metrics, pool, bounds).start()
+    print(f'gRPC (PredictionService, ModelService) at {args.host}:{grpc_server.port}', flush=True)
     rest = None
     if args.rest_api_port:
-        rest = RestServer(store, args.host, args.rest_api_port, metrics, metrics_path).start()
+        rest = RestServer(store, args.host, args.rest_api_port, metrics, metrics_path, pool, bounds).start()
         print(f'REST at http://{args.host}:{rest.port}/v1/models/...', flush=True)
         if metrics_path:
             print(f'Prometheus metrics at http://{args.host}:{rest.port}{metrics_path}', flush=True)
@@ -148,6 +168,7 @@ def serve(args: argparse.Namespace) -> int:
     stopped.wait()
     if rest:
         rest.stop()
-    grpc_server.stop(grace=5).wait()
+    grpc_server.stop(grace=5)
+    pool.shutdown()
     store.stop()
     return 0

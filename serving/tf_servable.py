@@ -1,7 +1,9 @@
 """A SavedModel version as a servable: signature metadata and Predict/Classify/Regress calls."""
 import os
-from typing import Dict, Iterable, Optional
+import re
+from typing import Dict, Iterable, Optional, Sequence
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -12,6 +14,8 @@ from petpark.serving.layout import SAVED_MODEL_FILE
 from petpark.serving.model_store import Servable
 
 DEFAULT_SIGNATURE = 'serving_default'
+# TensorFlow's error codes are gRPC's canonical codes.
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 
@@ -67,16 +71,18 @@ class TfServable(Servable):
                                           f'expected to be in the set {{{",".join(sorted(signature.outputs))}}}.')
         tensors = {}
         for alias, value in inputs.items():
+            check_shape(alias, np.shape(value), signature.inputs[alias])
             dtype = tf.dtypes.as_dtype(signature.inputs[alias].dtype)
             try:
                 tensors[alias] = tf.constant(value, dtype=dtype)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:
                 raise errors.invalid_argument(f'Input {alias}: {e}') from None
         try:
             outputs = self._functions[name](**tensors)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-            message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-            raise errors.invalid_argument(message.strip().splitlines()[0]) from None
+        except tf.errors.OpError as e:
+            raise errors.ServingError(_STATUS_CODES.get(e.error_code, grpc.StatusCode.INTERNAL), reason(e)) from None
+        except (ValueError, TypeError) as e:
+            raise errors.invalid_argument(str(e).strip().splitlines()[0]) from None
         wanted = list(output_filter) or list(outputs)
         return {alias: outputs[alias].numpy() for alias in wanted}
 
@@ -90,6 +96,33 @@ class TfServable(Servable):
         if len(signature.inputs) != 1:
             raise errors.invalid_argument(f'Expected one input Tensor, found {len(signature.inputs)}')
         return next(iter(signature.inputs))
+
+
+def check_shape(alias: str, shape: Sequence[int], tensor_info: meta_graph_pb2.TensorInfo) -> None:
+    """Refuses an input whose rank or known dimensions differ from the signature's."""
+    if tensor_info.tensor_shape.unknown_rank:
+        return
+    expected = [d.size for d in tensor_info.tensor_shape.dim]
+    if len(shape) != len(expected) or any(e >= 0 and e != d for e, d in zip(expected, shape)):
+        raise errors.invalid_argument(f'Input {alias} has shape {list(shape)}; the signature expects '
+                                      f'{expected} (-1: any size)')
+
+
+def reason(error: tf.errors.OpError) -> str:
+    """TF's own account of a failed call, without the "Graph execution error:" wrapper, the
+    "Detected at node" stack note and node names: e.g. "Unknown image file format. ..."."""
+    kept, in_stack_note = [], False
+    for line in error.message.splitlines():
+        if line.startswith('Detected at node'):
+            in_stack_note = True
+            continue
+        if in_stack_note and (line.startswith((' ', '\t', '<stack traces')) or not line.strip()):
+            continue
+        in_stack_note = False
+        text = re.sub(r'\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\]$', '', line.strip())
+        if text and text != 'Graph execution error:' and not text.startswith('[['):
+            kept.append(text)
+    return ' '.join(kept) or error.message.strip()
 
 
 def classification_results(outputs: Dict[str, np.ndarray]) -> list:

@@ -61,3 +61,33 @@ def linear_predict_request(name: str = 'half_plus_two', values=(1.0, 2.0), signa
     request.model_spec.signature_name = signature
     request.inputs['x'].CopyFrom(tf.make_tensor_proto(np.array(values, dtype=np.float32)))
     return request
+
+
+IMAGE_SIZE = 16
+
+
+def build_image_model(path: str) -> None:
+    """A small image model: `serving_default` takes encoded images (decoded and resized in the
+    graph, as petpark's models do) and returns their mean brightness; `pixels` takes float
+    pixels [N, 16, 16, 3]; `slow` spins for about a second per call (a busy model)."""
+    module = tf.Module()
+
+    def brightness(pixels):
+        return {'brightness': tf.reduce_mean(pixels, axis=[1, 2, 3])}
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        return tf.image.resize(tf.cast(image, tf.float32) / 255.0, [IMAGE_SIZE, IMAGE_SIZE])
+
+    images = tf.function(lambda image_bytes: brightness(tf.map_fn(
+        decode, image_bytes, fn_output_signature=tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32))),
+        input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+    pixels = tf.function(brightness, input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32,
+                                                                    name='pixels')])
+
+    def spin(x):
+        total = tf.while_loop(lambda i, t: i < 100_000, lambda i, t: (i + 1, t + x), (tf.constant(0), x))[1]
+        return {'y': total}
+
+    slow = tf.function(spin, input_signature=[tf.TensorSpec([None], tf.float32, name='x')])
+    tf.saved_model.save(module, path, signatures={'serving_default': images, 'pixels': pixels, 'slow': slow})

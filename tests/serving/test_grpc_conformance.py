@@ -130,7 +130,7 @@ def test_predict_answers_in_the_typed_fields_as_tf_serving_does(channel):
     np.array([[7]], dtype=np.uint8), np.array([True, False]), np.array([1.5, 2.0], dtype=np.float16),
     np.array([1 + 2j], dtype=np.complex64), np.array([[b'a', b'bc']], dtype=object), np.zeros((0, 2), np.float32)])
 def test_typed_field_tensors_round_trip(array):
-    from petpark.serving.grpc_service import as_proto_field
+    from petpark.serving.tensor_proto import as_proto_field
     proto = as_proto_field(array)
     assert proto.tensor_content == b'' or array.size == 0
     back = tf.make_ndarray(proto)

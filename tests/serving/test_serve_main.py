@@ -24,7 +24,7 @@ def test_tf_serving_flag_defaults_and_forms():
 
 
 def test_tensorflow_parallelism_flags_size_the_thread_pools():
-    script = ('import argparse; from serving import main; parser = argparse.ArgumentParser(); main.add_flags(parser); '
+    script = ('import argparse; from petpark.serving import main; parser = argparse.ArgumentParser(); main.add_flags(parser); '
               'main.configure_tensorflow(parser.parse_args(["--tensorflow_intra_op_parallelism=1", '
               '"--tensorflow_inter_op_parallelism=3"])); import tensorflow as tf; '
               'print(tf.config.threading.get_intra_op_parallelism_threads(), '
