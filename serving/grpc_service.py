@@ -42,6 +42,17 @@ def _aborting(method):
     return wrapper
 
 
+def _in_pool(method):
+    """A servicer method run in the shared inference pool, once its request has fully arrived."""
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await self.pool.run(method, self, request)
+        except errors.ServingError as e:
+            await context.abort(e.code, e.message)
+    return wrapper
+
+
 def _serialized_examples(model_input, limits: Limits) -> np.ndarray:
     kind = model_input.WhichOneof('kind')
     if kind == 'example_list':
@@ -75,11 +86,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec.version.value = version
         spec.signature_name = signature
 
-    @_aborting
-    async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
-        return await self.pool.run(self._predict, request)
-
-    def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    @_in_pool
+    def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         name, version, label = _spec(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         with self.metrics.request(name, 'predict', 'GRPC') as labels:
@@ -107,11 +115,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 outputs = servable.run(signature_name, {alias: examples})
             return name, servable.version, signature_name, outputs
 
-    @_aborting
-    async def Classify(self, request: classification_pb2.ClassificationRequest, context):
-        return await self.pool.run(self._classify, request)
-
-    def _classify(self, request: classification_pb2.ClassificationRequest):
+    @_in_pool
+    def Classify(self, request: classification_pb2.ClassificationRequest):
         name, version, signature_name, outputs = self._examples_call(request, CLASSIFY_METHOD)
         response = classification_pb2.ClassificationResponse()
         self._fill_spec(response.model_spec, name, version, signature_name)
@@ -121,11 +126,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 classifications.classes.add(label=label, score=score)
         return response
 
-    @_aborting
-    async def Regress(self, request: regression_pb2.RegressionRequest, context):
-        return await self.pool.run(self._regress, request)
-
-    def _regress(self, request: regression_pb2.RegressionRequest):
+    @_in_pool
+    def Regress(self, request: regression_pb2.RegressionRequest):
         name, version, signature_name, outputs = self._examples_call(request, REGRESS_METHOD)
         response = regression_pb2.RegressionResponse()
         self._fill_spec(response.model_spec, name, version, signature_name)
