@@ -1,17 +1,19 @@
 """Model versions on disk -> loaded servables, the way TF Serving manages them.
 
 - Versions are numeric folders under a model's base path; one counts only once its
-  `saved_model.pb` exists (TFX's Pusher copies it last).
-- Version policies: latest N (default 1), all, specific versions.
+  `saved_model.pb` exists (petpark's pusher publishes a version by renaming it into place).
+- Version policies: latest N (default 1), all, specific versions. Under latest N, a version
+  that fails to load gives its place to the next older one (TF Serving would serve nothing).
 - Availability preserving: an old version is unloaded only once a newer aspired version is
   AVAILABLE, so a version that fails to load (END with its error) never replaces a working
   one. An unloaded version stops taking requests at once and finishes those in flight.
 - Labels (`stable`, `canary`, ...) name versions; a label may only point at an AVAILABLE one.
 """
 import dataclasses
+import logging
 import os
 import threading
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Collection, Dict, Iterator, List, Optional
 from contextlib import contextmanager
 
 from tensorflow_serving.apis import get_model_status_pb2
@@ -21,6 +23,7 @@ from petpark.serving import errors
 from petpark.serving.layout import versions_on_disk
 
 State = get_model_status_pb2.ModelVersionStatus.State
+_log = logging.getLogger('petpark.serving.models')
 
 
 class Servable:
@@ -62,8 +65,15 @@ class ModelRecord:
     versions: Dict[int, VersionRecord] = dataclasses.field(default_factory=dict)
 
 
-def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: List[int]) -> List[int]:
-    """The versions a model's version policy wants served (latest 1 when unset)."""
+def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: List[int],
+                     unloadable: Collection[int] = ()) -> List[int]:
+    """The versions a model's version policy wants served (latest 1 when unset).
+
+    For the latest-N policy, versions in `unloadable` (they failed to load and are unchanged on
+    disk since) give their place to the next older ones: one bad folder never leaves a model
+    with nothing to serve. TF Serving does not do this; the README says so. `all` and `specific`
+    name their versions and get no substitutes.
+    """
     policy = config.model_version_policy
     kind = policy.WhichOneof('policy_choice')
     if kind == 'all':
@@ -71,7 +81,8 @@ def aspired_versions(config: model_server_config_pb2.ModelConfig, on_disk: List[
     if kind == 'specific':
         return sorted(v for v in on_disk if v in set(policy.specific.versions))
     count = policy.latest.num_versions if kind == 'latest' and policy.latest.num_versions else 1
-    return sorted(on_disk)[-count:]
+    loadable = [v for v in sorted(on_disk) if v not in unloadable]
+    return loadable[-count:]
 
 
 def validate_config(config: model_server_config_pb2.ModelServerConfig) -> None:
@@ -131,13 +142,15 @@ class ModelStore:
 
     def _poll_model(self, model: ModelRecord) -> None:
         on_disk = versions_on_disk(model.config.base_path)
-        aspired = aspired_versions(model.config, list(on_disk))
-        for version in sorted(aspired, reverse=True):
-            record = model.versions.get(version)
-            if record and (record.state in (State.AVAILABLE, State.LOADING)
-                           or record.state == State.END and record.stamp == on_disk[version]):
-                continue  # serving, or failed and unchanged on disk since
-            self._load(model, version, on_disk[version])
+        while True:  # until every aspired version is loaded or has failed (each version loads once)
+            failed = [v for v, r in model.versions.items()
+                      if r.state == State.END and r.error and r.stamp == on_disk.get(v)]
+            aspired = aspired_versions(model.config, list(on_disk), failed)
+            pending = [v for v in sorted(aspired, reverse=True) if not self._loaded_or_failed(model, v, on_disk[v])]
+            if not pending:
+                break
+            for version in pending:
+                self._load(model, version, on_disk[version])
         serving = [v for v in aspired if model.versions.get(v) and model.versions[v].state == State.AVAILABLE]
         if not serving:
             return  # availability preserving: keep whatever serves until an aspired version does
@@ -145,15 +158,23 @@ class ModelStore:
             if version not in aspired and record.state == State.AVAILABLE:
                 self._unload(model, record)
 
+    @staticmethod
+    def _loaded_or_failed(model: ModelRecord, version: int, stamp: float) -> bool:
+        record = model.versions.get(version)
+        return bool(record) and (record.state in (State.AVAILABLE, State.LOADING)
+                                 or record.state == State.END and record.stamp == stamp)
+
     def _load(self, model: ModelRecord, version: int, stamp: float) -> None:
         record = VersionRecord(version, State.LOADING, stamp=stamp)
         with self._lock:
             model.versions[version] = record
         try:
             servable = self._loader(model.config.name, os.path.join(model.config.base_path, str(version)), version)
-        except Exception as e:  # any load failure is reported on the version, never raised
+        except Exception as e:  # any load failure is reported on the version and logged, never raised
             with self._lock:
                 record.state, record.error = State.END, f'{type(e).__name__}: {e}'
+            _log.error('model %s version %d failed to load and will not be served: %s',
+                       model.config.name, version, record.error)
             return
         with self._lock:
             record.servable, record.state = servable, State.AVAILABLE

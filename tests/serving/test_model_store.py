@@ -153,3 +153,57 @@ def test_reload_config_replaces_models_and_rejects_bad_configs(tmp_path):
         store.reload_config(unavailable_label)
     assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert states(store, 'b') == {4: 'AVAILABLE'}  # the old config still serves
+
+
+def test_a_newest_version_that_fails_to_load_leaves_the_previous_one_serving_after_a_restart(tmp_path):
+    """TF Serving would serve nothing here (its latest-1 policy aspires to the broken version only)."""
+    add_version(tmp_path, 1)
+    add_version(tmp_path, 2)
+    add_version(tmp_path, 3, broken=True)
+    store = make_store(tmp_path)  # a fresh start: nothing loaded yet
+    records = {r.version: r for r in store.status('m')}
+    assert records[3].state == State.END and 'cannot load' in records[3].error
+    assert records[2].state == State.AVAILABLE and 1 not in records
+    with store.acquire('m') as servable:
+        assert servable.version == 2
+    os.remove(tmp_path / '3' / 'broken')  # the folder is fixed: its saved_model.pb is new
+    os.utime(tmp_path / '3' / 'saved_model.pb', (1e10, 1e10))
+    store.poll()
+    assert states(store) == {3: 'AVAILABLE', 2: 'END'}
+
+
+def test_every_broken_version_is_skipped_down_to_one_that_loads(tmp_path):
+    policy = model_server_config_pb2.ModelConfig().model_version_policy
+    policy.latest.num_versions = 2
+    for version, broken in ((1, False), (2, False), (3, True), (4, False), (5, True)):
+        add_version(tmp_path, version, broken)
+    store = make_store(tmp_path, policy)
+    assert {v: s for v, s in states(store).items()} == {5: 'END', 4: 'AVAILABLE', 3: 'END', 2: 'AVAILABLE'}
+
+
+def test_the_specific_policy_gets_no_substitute(tmp_path):
+    add_version(tmp_path, 1)
+    add_version(tmp_path, 2, broken=True)
+    policy = model_server_config_pb2.ModelConfig().model_version_policy
+    policy.specific.versions.append(2)
+    store = make_store(tmp_path, policy)
+    assert states(store) == {2: 'END'}
+
+
+def test_a_truncated_saved_model_pb_is_reported_and_the_previous_version_serves(tmp_path):
+    import shutil
+    from petpark.serving import tf_servable
+    from tests.serving.model_fixtures import build_linear_model
+    build_linear_model(str(tmp_path / '1'))
+    shutil.copytree(tmp_path / '1', tmp_path / '2')
+    with open(tmp_path / '2' / 'saved_model.pb', 'r+b') as f:
+        f.truncate(100)  # as a killed copy leaves it
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name='m', base_path=str(tmp_path))
+    store = ModelStore(config, tf_servable.load)
+    store.start(poll_seconds=0)
+    records = {r.version: r for r in store.status('m')}
+    assert records[2].state == State.END and records[2].error
+    with store.acquire('m') as servable:
+        assert servable.version == 1
+        assert servable.run(None, {'x': [2.0]})['y'].tolist() == [3.0]
