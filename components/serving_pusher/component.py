@@ -1,4 +1,4 @@
-"""ServingPusher: TFX's Pusher with an executor that skips duplicate versions."""
+"""ServingPusher: TFX's Pusher with an executor that publishes versions atomically and skips duplicates."""
 from tfx.components.pusher.component import Pusher
 from tfx.dsl.components.base import executor_spec
 

@@ -1,5 +1,7 @@
-"""ServingPusher executor: TFX's Pusher, minus duplicate versions of an unchanged model."""
+"""ServingPusher executor: TFX's Pusher for filesystem destinations, publishing each version
+atomically and never pushing an unchanged model twice."""
 import os
+import time
 from typing import Any, Dict, List, Optional
 
 from absl import logging
@@ -10,6 +12,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 FINGERPRINT_FILE = 'fingerprint.pb'
+SAVED_MODEL_FILE = 'saved_model.pb'
+STAGING_SUFFIX = '.staging'
 
 
 def latest_version_dir(base_directory: str) -> Optional[str]:
@@ -17,7 +21,7 @@ def latest_version_dir(base_directory: str) -> Optional[str]:
     if not fileio.isdir(base_directory):
         return None
     versions = [name.rstrip('/') for name in fileio.listdir(base_directory) if name.rstrip('/').isdigit()]
-    complete = [v for v in versions if fileio.exists(os.path.join(base_directory, v, 'saved_model.pb'))]
+    complete = [v for v in versions if fileio.exists(os.path.join(base_directory, v, SAVED_MODEL_FILE))]
     return os.path.join(base_directory, max(complete, key=int)) if complete else None
 
 
@@ -29,25 +33,72 @@ def same_model(model_dir: str, served_dir: str) -> bool:
     return io_utils.read_bytes_file(paths[0]) == io_utils.read_bytes_file(paths[1])
 
 
+def remove_leftovers(base_directory: str) -> List[str]:
+    """Removes what killed pushes left: staging folders, and numeric folders without a
+    saved_model.pb (TF Serving ignores both; they only take space and confuse readers)."""
+    removed = []
+    if not fileio.isdir(base_directory):
+        return removed
+    for name in fileio.listdir(base_directory):
+        name = name.rstrip('/')
+        path = os.path.join(base_directory, name)
+        staging = name.startswith('.') and name.endswith(STAGING_SUFFIX)
+        incomplete = name.isdigit() and not fileio.exists(os.path.join(path, SAVED_MODEL_FILE))
+        if (staging or incomplete) and fileio.isdir(path):
+            fileio.rmtree(path)
+            removed.append(name)
+    return removed
+
+
+def publish(model_dir: str, base_directory: str) -> str:
+    """Copies the SavedModel to a new `<base>/<unix time>` version; returns the version.
+
+    Locally the copy goes to a staging folder TF Serving ignores, which is renamed into place,
+    so no reader ever sees a half-written version. On object stores, where renaming a folder is
+    a copy, it follows TFX's order instead: saved_model.pb, the marker of a version, last.
+    """
+    version = int(time.time())
+    while fileio.exists(os.path.join(base_directory, str(version))):
+        version += 1
+    final = os.path.join(base_directory, str(version))
+    if '://' in base_directory:
+        io_utils.copy_dir(model_dir, final, deny_regex_patterns=[r'saved_model\.pb'])
+        io_utils.copy_file(os.path.join(model_dir, SAVED_MODEL_FILE), os.path.join(final, SAVED_MODEL_FILE))
+        return str(version)
+    staging = os.path.join(base_directory, f'.{version}{STAGING_SUFFIX}')
+    io_utils.copy_dir(model_dir, staging)
+    os.rename(staging, final)
+    return str(version)
+
+
 class Executor(pusher_executor.Executor):
-    """Pushes blessed models like TFX's Pusher; a model identical to the newest served
-    version (e.g. re-blessed against itself as baseline) is recorded as pushed to that
-    version instead of being copied again under a new one."""
+    """Pushes blessed models like TFX's Pusher, to a filesystem destination, atomically. A model
+    identical to the newest served version (e.g. re-blessed against itself as baseline) is
+    recorded as pushed to that version instead of being copied again under a new one."""
 
     def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
            exec_properties: Dict[str, Any]) -> None:
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
-        served = latest_version_dir(destination.filesystem.base_directory) if destination.HasField(
-            'filesystem') else None
-        if served is None or not self.CheckBlessing(input_dict):
-            super().Do(input_dict, output_dict, exec_properties)
-            return
-        model_path = self.GetModelPath(input_dict)
-        if not same_model(model_path, served):
-            super().Do(input_dict, output_dict, exec_properties)
+        if not destination.HasField('filesystem'):
+            super().Do(input_dict, output_dict, exec_properties)  # TFX's own error for other kinds
             return
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(model_push)
+            return
+        base_directory = destination.filesystem.base_directory
+        removed = remove_leftovers(base_directory)
+        if removed:
+            logging.warning('Removed what interrupted pushes left in %s: %s', base_directory, removed)
+        model_path = self.GetModelPath(input_dict)
+        served = latest_version_dir(base_directory)
+        if served is not None and same_model(model_path, served):
+            version = os.path.basename(served)
+            logging.info('Model is already serving as %s; not pushed again.', served)
+        else:
+            version = publish(model_path, base_directory)
+            logging.info('Model published to %s.', os.path.join(base_directory, version))
         io_utils.copy_dir(model_path, model_push.uri)
-        self._MarkPushed(model_push, pushed_destination=served, pushed_version=os.path.basename(served))
-        logging.info('Model is already serving as %s; not pushed again.', served)
+        self._MarkPushed(model_push, pushed_destination=os.path.join(base_directory, version),
+                         pushed_version=version)

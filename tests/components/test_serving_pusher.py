@@ -2,6 +2,7 @@
 import os
 import time
 
+import pytest
 from tfx.proto import pusher_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
@@ -70,3 +71,42 @@ def test_incomplete_version_folders_are_ignored(tmp_path):
     (tmp_path / 'serving' / 'not-a-version').mkdir()
     fake_saved_model(tmp_path / 'serving' / '5', b'f')
     assert executor.latest_version_dir(str(tmp_path / 'serving')).endswith('/5')
+
+
+def test_a_killed_push_leaves_no_version_a_reader_would_load_and_the_next_push_cleans_up(tmp_path, monkeypatch):
+    from tfx.dsl.io import fileio
+    fake_model(tmp_path / 'model', b'fingerprint-k')
+    copied = []
+    real_copy = fileio.copy
+
+    def dies_midway(source, destination, overwrite=False):
+        if len(copied) == 2:
+            raise KeyboardInterrupt('killed')  # as a kill during the copy would stop it
+        copied.append(destination)
+        real_copy(source, destination, overwrite)
+
+    monkeypatch.setattr(fileio, 'copy', dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        push(tmp_path, tmp_path / 'model', run=1)
+    monkeypatch.setattr(fileio, 'copy', real_copy)
+    names = os.listdir(tmp_path / 'serving')
+    assert not [n for n in names if n.isdigit()] and len(names) == 1 and names[0].endswith('.staging')
+    leftover = tmp_path / 'serving' / '1700000000'  # what the old in-place copy left when killed
+    leftover.mkdir()
+    (leftover / 'fingerprint.pb').write_bytes(b'f')
+    (leftover / 'keras_metadata.pb').write_bytes(b'')
+    assert executor.latest_version_dir(str(tmp_path / 'serving')) is None
+
+    pushed = push(tmp_path, tmp_path / 'model', run=2)
+    version = pushed.get_string_custom_property('pushed_version')
+    assert os.listdir(tmp_path / 'serving') == [version]
+    assert sorted(os.listdir(tmp_path / 'serving' / version)) == ['fingerprint.pb', 'saved_model.pb', 'variables']
+
+
+def test_versions_published_in_the_same_second_get_distinct_numbers(tmp_path, monkeypatch):
+    monkeypatch.setattr(executor.time, 'time', lambda: 1800000000.5)
+    fake_model(tmp_path / 'a', b'fingerprint-a')
+    fake_model(tmp_path / 'b', b'fingerprint-b')
+    first = push(tmp_path, tmp_path / 'a', run=1).get_string_custom_property('pushed_version')
+    second = push(tmp_path, tmp_path / 'b', run=2).get_string_custom_property('pushed_version')
+    assert (first, second) == ('1800000000', '1800000001')
