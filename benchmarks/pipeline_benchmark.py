@@ -33,7 +33,7 @@ def timed_run(settings: config.Settings, log_path: str, stop_after=None):
     """Runs the pipeline quietly; returns (wall seconds, RunRecord)."""
     with console.Console(verbose=False, log_path=log_path):
         start = time.monotonic()
-        local_runner.run(local_runner.local_pipeline(settings, stop_after))
+        local_runner.run(settings, local_runner.local_pipeline(settings, stop_after))
         wall = time.monotonic() - start
     return wall, summary.latest_run(settings.metadata_path, settings.pipeline_name)
 

@@ -63,7 +63,7 @@ def main() -> int:
         'min_accuracy': 0.8}, environ={})
     start = time.monotonic()
     with console.Console(verbose=False, log_path=os.path.join(home, 'real.log')):
-        local_runner.run(local_runner.local_pipeline(settings))
+        local_runner.run(settings, local_runner.local_pipeline(settings))
     run = summary.latest_run(settings.metadata_path, settings.pipeline_name)
     print('\n'.join(summary.describe(run)))
     print(f'pipeline wall time: {time.monotonic() - start:.0f} s')

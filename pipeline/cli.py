@@ -9,7 +9,10 @@ from petpark.pipeline import config, console, synthetic_data
 
 
 def _synth(args: argparse.Namespace) -> int:
-    rows = synthetic_data.generate(args.out, args.count, args.seed)
+    try:
+        rows = synthetic_data.generate(args.out, args.count, args.seed)
+    except OSError as e:
+        raise ValueError(f'cannot write the dataset to {args.out}: {e.strerror} ({e.filename})') from None
     print(f'Wrote {len(rows)} images and {synthetic_data.METADATA_FILE} to {os.path.abspath(args.out)}')
     return 0
 
@@ -38,13 +41,16 @@ def _run(args: argparse.Namespace) -> int:
                   f'  home {settings.home}\n')
         if not args.verbose:
             out.write(f'  full log {log_path}\n')
-        from petpark.pipeline import local_runner, progress, summary  # heavy imports, after output is redirected
+        from petpark.pipeline import local_runner, progress, run_lock, summary  # heavy, after output is redirected
         pipeline = local_runner.local_pipeline(settings)
         watch = progress.RunProgress(pipeline.metadata_connection_config, settings.pipeline_name,
                                      [node.id for node in pipeline.components], out)
         try:
             with watch:
-                local_runner.run(pipeline)
+                local_runner.run(settings, pipeline)
+        except run_lock.RunInProgress as e:
+            out.write(f'  x {e}\n')
+            return 1
         except Exception as e:  # report which component failed and why, then exit non-zero
             out.write(f'  x {watch.failed_node or "pipeline"} FAILED: {type(e).__name__}: {e}\n')
             if not args.verbose:

@@ -18,7 +18,7 @@ if sys.path and os.path.abspath(sys.path[0]) == _HERE:
 from tfx.orchestration import metadata, pipeline as tfx_pipeline  # noqa: E402
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # noqa: E402
 
-from petpark.pipeline import config, factory, synthetic_data  # noqa: E402
+from petpark.pipeline import config, factory, run_lock, synthetic_data  # noqa: E402
 
 
 def beam_pipeline_args(workers: int) -> List[str]:
@@ -40,10 +40,12 @@ def local_pipeline(settings: config.Settings, stop_after: Optional[str] = None) 
         beam_pipeline_args=beam_pipeline_args(settings.beam_workers), stop_after=stop_after)
 
 
-def run(pipeline: tfx_pipeline.Pipeline) -> None:
-    """Runs the pipeline once."""
-    LocalDagRunner().run(pipeline)
+def run(settings: config.Settings, pipeline: tfx_pipeline.Pipeline) -> None:
+    """Runs the pipeline once, holding the run lock of its metadata store."""
+    with run_lock.RunLock(settings.metadata_path):
+        LocalDagRunner().run(pipeline)
 
 
 if __name__ == '__main__':
-    run(local_pipeline(config.Settings.from_env()))
+    settings = config.Settings.from_env()
+    run(settings, local_pipeline(settings))

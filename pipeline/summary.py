@@ -11,7 +11,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
 from petpark.modules import features
-from petpark.pipeline import progress
+from petpark.pipeline import progress, run_lock
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 METRIC_COLUMNS = (('example_count', 'n'), ('binary_accuracy', 'accuracy'), ('precision', 'precision'),
@@ -31,6 +31,15 @@ class RunRecord:
         return artifacts[-1] if artifacts else None
 
 
+def state_name(execution: metadata_store_pb2.Execution, run_in_progress: bool) -> str:
+    """MLMD's state name, except that an execution left NEW or RUNNING while no run holds the
+    store's run lock belongs to a killed run: ABANDONED."""
+    name = _STATE_NAMES[execution.last_known_state]
+    if name in ('NEW', 'RUNNING') and not run_in_progress:
+        return 'ABANDONED'
+    return name
+
+
 def latest_run(metadata_path: str, pipeline_name: str) -> RunRecord:
     """The newest run of `pipeline_name` recorded in the MLMD sqlite file."""
     store = mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
@@ -41,7 +50,8 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunRecord:
     run = max(runs, key=lambda c: c.id)
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
     node_of = progress.node_of_executions(store, pipeline_name, executions)
-    states = {node_of[e.id]: _STATE_NAMES[e.last_known_state] for e in executions if e.id in node_of}
+    live = run_lock.run_in_progress(metadata_path)
+    states = {node_of[e.id]: state_name(e, live) for e in executions if e.id in node_of}
     seconds = {node_of[e.id]: (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0
                for e in executions if e.id in node_of}
     outputs: Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]] = {}

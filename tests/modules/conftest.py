@@ -30,7 +30,7 @@ def transformed(tmp_path_factory):
     synthetic_data.generate(data_root, 64, seed=3)
     settings = config.Settings.from_env({'home': str(home), 'data_root': data_root, 'image_size': IMAGE_SIZE,
                                          'pipeline_name': 'modules_fixture'}, environ={})
-    local_runner.run(local_runner.local_pipeline(settings, stop_after='Transform'))
+    local_runner.run(settings, local_runner.local_pipeline(settings, stop_after='Transform'))
     run = summary.latest_run(settings.metadata_path, 'modules_fixture')
     examples = standard_artifacts.Examples()
     examples.set_mlmd_artifact(run.output('Transform', 'transformed_examples'))

@@ -39,6 +39,15 @@ def test_night_frames_are_dark_and_gray():
     assert np.percentile(night.max(axis=2) - night.min(axis=2), 99) <= 8
 
 
+def test_synth_into_a_place_it_cannot_write_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / 'a-file').write_text('not a folder')
+    for out, problem in ((tmp_path / 'a-file' / 'data', 'Not a directory'), ('/proc/petpark-data', 'No such file')):
+        assert cli.main(['synth', '--out', str(out), '--count', '4']) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f'petpark: error: cannot write the dataset to {out}: ') and problem in err
+        assert 'Traceback' not in err
+
+
 @pytest.mark.parametrize('argv,message', [
     (['synth', '--out', 'x', '--count', '1'], '--count must be at least 2'),
     (['run', '--data-root', '/no/such/folder'], 'not a directory'),
