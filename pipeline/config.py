@@ -36,6 +36,10 @@ SETTINGS: Dict[str, Setting] = {
     'train_fraction': Setting('PETPARK_TRAIN_FRACTION', 0.8, 'Share of images hashed into the train split.'),
     'max_bad_fraction': Setting('PETPARK_MAX_BAD_FRACTION', 0.1,
                                 'Fail ingestion when more than this share of files is unusable.'),
+    'max_file_bytes': Setting('PETPARK_MAX_FILE_BYTES', 64 * 1024 * 1024,
+                              'Ingestion rejects larger files (too_large) without reading them whole.'),
+    'allow_symlinks_outside_root': Setting('PETPARK_ALLOW_SYMLINKS_OUTSIDE_ROOT', False,
+                                           'Ingestion follows symbolic links that leave the data root.'),
     'synthetic_count': Setting('PETPARK_SYNTHETIC_COUNT', 600, 'Images in the generated default dataset.'),
     'seed': Setting('PETPARK_SEED', 0, 'Seed for data generation, tuning and training.'),
     'image_size': Setting('PETPARK_IMAGE_SIZE', 64, 'Model input size in pixels (Transform resizes to it).'),
@@ -94,6 +98,8 @@ class Settings:
     model_name: str
     train_fraction: float
     max_bad_fraction: float
+    max_file_bytes: int
+    allow_symlinks_outside_root: bool
     synthetic_count: int
     seed: int
     image_size: int
@@ -137,7 +143,7 @@ class Settings:
         weights = self.backbone_weights
         if weights and weights != 'imagenet' and is_local(weights) and not os.path.isfile(weights):
             raise ValueError(f'PETPARK_BACKBONE_WEIGHTS: no such file {weights!r}')
-        for name in ('tuner_steps', 'train_steps', 'eval_steps', 'beam_workers', 'synthetic_count'):
+        for name in ('tuner_steps', 'train_steps', 'eval_steps', 'beam_workers', 'synthetic_count', 'max_file_bytes'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{SETTINGS[name].env} must be at least 1, got {getattr(self, name)}')
         self.training_config()

@@ -83,7 +83,8 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     config = settings.training_config()
     example_gen = ImageExampleGen(
         input_base=settings.input_base, class_names=features.LABELS, input_pattern=settings.input_pattern,
-        train_fraction=settings.train_fraction, max_bad_fraction=settings.max_bad_fraction)
+        train_fraction=settings.train_fraction, max_bad_fraction=settings.max_bad_fraction,
+        max_file_bytes=settings.max_file_bytes, allow_symlinks_outside_root=settings.allow_symlinks_outside_root)
     statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'])
     schema_gen = ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
     example_validator = ExampleValidator(statistics=statistics_gen.outputs['statistics'],

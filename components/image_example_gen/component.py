@@ -1,13 +1,13 @@
 """ImageExampleGen: a FileBasedExampleGen for folders of labelled images."""
 from typing import Iterable, List, Optional, Sequence
 
-from tfx.components.example_gen import driver, utils
+from tfx.components.example_gen import utils
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact, channel, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from petpark.components.image_example_gen import executor, labels, records
+from petpark.components.image_example_gen import driver, executor, labels, records
 from petpark.modules import features
 
 
@@ -26,6 +26,8 @@ class ImageExampleGenSpec(ComponentSpec):
         executor.FILE_NAME_PATTERN_KEY: ExecutionParameter(type=str),
         executor.NIGHT_HOURS_KEY: ExecutionParameter(type=List[int]),
         executor.NIGHT_BRIGHTNESS_KEY: ExecutionParameter(type=float),
+        executor.MAX_FILE_BYTES_KEY: ExecutionParameter(type=int),
+        executor.ALLOW_SYMLINKS_OUTSIDE_ROOT_KEY: ExecutionParameter(type=int),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -43,20 +45,25 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
     """
     SPEC_CLASS = ImageExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
-    DRIVER_CLASS = driver.FileBasedDriver
+    DRIVER_CLASS = driver.ImageFolderDriver
 
     def __init__(self, input_base: str, class_names: Sequence[str], input_pattern: str = '*/*',
                  file_name_pattern: str = labels.KAGGLE_FILE_NAME_PATTERN, train_fraction: float = 0.8,
                  max_bad_fraction: float = 0.1, night_hours: Iterable[int] = features.NIGHT_HOURS,
-                 night_brightness: float = features.NIGHT_BRIGHTNESS,
+                 night_brightness: float = features.NIGHT_BRIGHTNESS, max_file_bytes: int = 64 * 1024 * 1024,
+                 allow_symlinks_outside_root: bool = False,
                  range_config: Optional[range_config_pb2.RangeConfig] = None):
         """class_names and file_name_pattern: how labels are read (see labels.LabelRule);
-        night_hours and night_brightness: how `lighting` is derived (see records.LightingRule)."""
+        night_hours and night_brightness: how `lighting` is derived (see records.LightingRule);
+        max_file_bytes: larger files are rejected unread; allow_symlinks_outside_root: follow
+        symbolic links that lead out of input_base (refused by default)."""
         if not 0.01 <= train_fraction <= 0.99:
             raise ValueError(f'train_fraction must be between 0.01 and 0.99 (both splits need '
                              f'examples), got {train_fraction}')
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f'max_bad_fraction must be between 0 and 1, got {max_bad_fraction}')
+        if max_file_bytes < 1:
+            raise ValueError(f'max_file_bytes must be at least 1, got {max_file_bytes}')
         label_rule = labels.LabelRule(tuple(class_names), file_name_pattern)
         lighting_rule = records.LightingRule(frozenset(night_hours), night_brightness)
         train_buckets = round(train_fraction * 100)
@@ -76,6 +83,8 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
             file_name_pattern=label_rule.file_name_pattern,
             night_hours=sorted(lighting_rule.night_hours),
             night_brightness=lighting_rule.night_brightness,
+            max_file_bytes=max_file_bytes,
+            allow_symlinks_outside_root=int(allow_symlinks_outside_root),
             examples=channel.Channel(type=standard_artifacts.Examples),
             ingestion_report=channel.Channel(type=IngestionReport))
         super().__init__(spec=spec)

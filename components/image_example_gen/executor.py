@@ -24,6 +24,8 @@ CLASS_NAMES_KEY = 'class_names'
 FILE_NAME_PATTERN_KEY = 'file_name_pattern'
 NIGHT_HOURS_KEY = 'night_hours'
 NIGHT_BRIGHTNESS_KEY = 'night_brightness'
+MAX_FILE_BYTES_KEY = 'max_file_bytes'
+ALLOW_SYMLINKS_OUTSIDE_ROOT_KEY = 'allow_symlinks_outside_root'
 INGESTION_REPORT_KEY = 'ingestion_report'
 _REPORT_DIR_KEY = '_ingestion_report_dir'
 _PARTS_DIR = 'parts'
@@ -44,20 +46,23 @@ def lighting_rule(exec_properties: Dict[str, Any]) -> records.LightingRule:
 
 
 class _FileToExample(beam.DoFn):
-    """Converts one file; emits its tf.Example and, on the `status` output, what happened."""
+    """Converts one listed entry; emits its tf.Example and, on the `status` output, what happened."""
 
     STATUS = 'status'
 
-    def __init__(self, root: str, metadata: Dict[str, Dict[str, str]], labels: LabelRule,
-                 lighting: records.LightingRule):
-        self._root, self._metadata = root, metadata
-        self._labels, self._lighting = labels, lighting
+    def __init__(self, metadata: Dict[str, Dict[str, str]], labels: LabelRule,
+                 lighting: records.LightingRule, max_file_bytes: int):
+        self._metadata, self._labels, self._lighting = metadata, labels, lighting
+        self._max_file_bytes = max_file_bytes
 
-    def process(self, path: str) -> Iterable[Any]:
-        image_id = os.path.relpath(path, self._root).replace(os.sep, '/')
+    def process(self, entry: listing.Entry) -> Iterable[Any]:
+        image_id = entry.image_id.replace(os.sep, '/')
         try:
+            if entry.reason:
+                raise FileRejected(entry.reason, entry.detail)
             example, conversion = records.file_to_example(
-                path, image_id, self._metadata.get(image_id, {}), self._labels, self._lighting)
+                entry.path, image_id, self._metadata.get(image_id, {}), self._labels, self._lighting,
+                self._max_file_bytes)
         except FileRejected as e:
             yield beam.pvalue.TaggedOutput(self.STATUS, (report.REJECTED, e.reason, image_id, e.detail))
             return
@@ -72,12 +77,13 @@ class _FileToExample(beam.DoFn):
 def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                      split_pattern: str) -> beam.pvalue.PCollection:
     """Reads the images of one input split; writes per-file status lines beside the report."""
-    root, files = listing.list_image_files(exec_properties['input_base'], split_pattern)
-    logging.info('ImageExampleGen: %d files under %s', len(files), root)
-    convert = _FileToExample(root, records.read_metadata(root), label_rule(exec_properties),
-                             lighting_rule(exec_properties))
+    root, entries = listing.list_entries(exec_properties['input_base'], split_pattern,
+                                         bool(exec_properties[ALLOW_SYMLINKS_OUTSIDE_ROOT_KEY]))
+    logging.info('ImageExampleGen: %d files under %s', len(entries), root)
+    convert = _FileToExample(records.read_metadata(root), label_rule(exec_properties),
+                             lighting_rule(exec_properties), int(exec_properties[MAX_FILE_BYTES_KEY]))
     results = (pipeline
-               | 'ListFiles' >> beam.Create(files)
+               | 'ListFiles' >> beam.Create(entries)
                | 'Spread' >> beam.Reshuffle()
                | 'ReadImages' >> beam.ParDo(convert).with_outputs(_FileToExample.STATUS, main='examples'))
     parts = os.path.join(exec_properties[_REPORT_DIR_KEY], _PARTS_DIR, 'status')

@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import io
 import os
+import stat
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import tensorflow as tf
@@ -82,15 +83,30 @@ def make_example(image_id: str, label: str, data: bytes, derived: Dict[str, Any]
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+def read_file(path: str, max_bytes: int) -> bytes:
+    """The file's bytes. A local file is opened without blocking and read only when it is a
+    regular file of at most `max_bytes` (a FIFO swapped in after listing is never read)."""
+    if '://' in path:
+        with fileio.open(path, 'rb') as f:
+            return f.read(max_bytes + 1)
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, 'rb') as f:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileRejected('not_a_regular_file', 'not a regular file when opened; not read')
+        return f.read(max_bytes + 1)
+
+
 def file_to_example(path: str, image_id: str, metadata: Dict[str, str], labels: LabelRule,
-                    lighting: LightingRule) -> Tuple[tf.train.Example, Optional[str]]:
+                    lighting: LightingRule, max_file_bytes: int) -> Tuple[tf.train.Example, Optional[str]]:
     """(example, conversion reason or None) for the file at `path`; raises FileRejected."""
     label = labels.resolve(image_id, metadata.get(features.LABEL_KEY), METADATA_FILE)
     try:
-        with fileio.open(path, 'rb') as f:
-            raw = f.read()
+        raw = read_file(path, max_file_bytes)
     except (OSError, tf.errors.OpError) as e:
         raise FileRejected('unreadable', str(e)) from None
+    if len(raw) > max_file_bytes:
+        raise FileRejected('too_large', f'more than max_file_bytes={max_file_bytes} bytes')
     data, derived, conversion = images.decode_image_file(raw)
     captured_at = (metadata.get(features.CAPTURED_AT_KEY) or '').strip()
     day_or_night = lighting.of(captured_at, derived[features.BRIGHTNESS_KEY])

@@ -97,14 +97,14 @@ def test_image_root_stops_at_first_glob():
     assert listing.image_root('/in', '*') == '/in'
 
 
-def run_executor(tmp_path, input_base, pattern='*/*', max_bad_fraction=0.5, class_names=('cat', 'dog')):
+def run_executor(tmp_path, input_base, pattern='*/*', max_bad_fraction=0.5, class_names=('cat', 'dog'), **parameters):
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / 'out' / 'examples')
     report_artifact = component.IngestionReport()
     report_artifact.uri = str(tmp_path / 'out' / 'report')
     os.makedirs(report_artifact.uri, exist_ok=True)
     gen = component.ImageExampleGen(input_base=str(input_base), class_names=class_names, input_pattern=pattern,
-                                    max_bad_fraction=max_bad_fraction)
+                                    max_bad_fraction=max_bad_fraction, **parameters)
     exec_properties = dict(gen.exec_properties, output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
                            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP)
     context = executor.Executor.Context(beam_pipeline_args=BEAM_ARGS, tmp_dir=str(tmp_path / 'tmp'))
@@ -187,7 +187,7 @@ def test_kaggle_style_flat_folder(tmp_path):
 def test_no_matching_files_is_a_clear_error(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='No files match input pattern'):
-        listing.list_image_files(str(tmp_path / 'empty'), '*/*')
+        listing.list_entries(str(tmp_path / "empty"), "*/*")
 
 
 def test_real_odd_files_are_reported_not_crashing(tmp_path, shared_dir):
@@ -266,7 +266,7 @@ def test_one_file_becomes_an_example_without_beam(tmp_path):
     write(str(path), png_bytes(Image.new('L', (16, 12), 200)))
     lighting = records.LightingRule(frozenset(features.NIGHT_HOURS), features.NIGHT_BRIGHTNESS)
     example, conversion = records.file_to_example(str(path), 'dogs/d1.png', {'camera_id': ' cam-7 '},
-                                                  CATS_AND_DOGS, lighting)
+                                                  CATS_AND_DOGS, lighting, max_file_bytes=10 ** 6)
     feature = example.features.feature
     assert conversion == 'grayscale'
     assert feature[features.LABEL_KEY].bytes_list.value == [b'dog']
@@ -274,8 +274,11 @@ def test_one_file_becomes_an_example_without_beam(tmp_path):
     assert feature[features.LIGHTING_KEY].bytes_list.value == [b'day']  # bright, no capture time
     assert (feature[features.WIDTH_KEY].int64_list.value[0], feature[features.HEIGHT_KEY].int64_list.value[0]) == (16, 12)
     with pytest.raises(FileRejected) as error:
-        records.file_to_example(str(path), 'dogs/d1.png', {'label': 'cat'}, CATS_AND_DOGS, lighting)
+        records.file_to_example(str(path), 'dogs/d1.png', {'label': 'cat'}, CATS_AND_DOGS, lighting, 10 ** 6)
     assert error.value.reason == 'label_mismatch'
+    with pytest.raises(FileRejected) as error:
+        records.file_to_example(str(path), 'dogs/d1.png', {}, CATS_AND_DOGS, lighting, max_file_bytes=10)
+    assert error.value.reason == 'too_large'
 
 
 def test_report_counts_every_status_and_fails_above_the_budget():
@@ -287,3 +290,62 @@ def test_report_counts_every_status_and_fails_above_the_budget():
     report.check_report(summary, 0.5)
     with pytest.raises(RuntimeError, match=r'2 of 4 input files .*Worst files: c.jpg \(truncated\); d.jpg'):
         report.check_report(summary, 0.4)
+
+
+@pytest.fixture
+def hostile_folder(tmp_path):
+    """Good photos, and every directory entry that once aborted or hung ingestion."""
+    root = tmp_path / 'data' / 'span-2'
+    for i in range(6):
+        write(str(root / 'cats' / f'c{i}.jpg'), jpeg_bytes())
+        write(str(root / 'dogs' / f'd{i}.jpg'), jpeg_bytes())
+    with open(os.path.join(os.fsencode(str(root / 'cats')), b'\xff\xfe-photo.jpg'), 'wb') as f:
+        f.write(jpeg_bytes())  # a name that is not UTF-8
+    os.symlink('nowhere.jpg', root / 'cats' / 'gone.jpg')
+    os.symlink('loop.jpg', root / 'cats' / 'loop.jpg')
+    os.mkfifo(root / 'dogs' / 'camera-feed.jpg')
+    write(str(tmp_path / 'elsewhere' / 'secret.jpg'), jpeg_bytes())
+    os.symlink(tmp_path / 'elsewhere' / 'secret.jpg', root / 'dogs' / 'outside.jpg')
+    os.symlink('d1.jpg', root / 'dogs' / 'alias.jpg')  # inside the data root: read like any file
+    write(str(root / 'cats' / 'dog.5.jpg'), jpeg_bytes())  # a dog's name in the cat folder
+    write(str(tmp_path / 'data' / 'span-1' / 'cats' / 'c.jpg'), jpeg_bytes())
+    return tmp_path / 'data'
+
+
+HOSTILE_REJECTIONS = {'bad_file_name': 1, 'dangling_symlink': 1, 'symlink_loop': 1, 'not_a_regular_file': 1,
+                      'symlink_outside_root': 1, 'label_mismatch': 1}
+
+
+def test_hostile_directory_entries_are_rejected_with_a_reason(tmp_path, hostile_folder):
+    import signal
+    signal.alarm(120)  # a FIFO that is opened for reading would hang here forever
+    try:
+        _, summary = run_executor(tmp_path, hostile_folder, pattern='span-2/*/*', max_bad_fraction=1.0)
+    finally:
+        signal.alarm(0)
+    assert summary['rejected'] == HOSTILE_REJECTIONS
+    assert summary['examples'] == 13 and summary['total_files'] == 19
+    details = {f['reason']: (f['image'], f['detail']) for f in summary['rejected_files']}
+    assert details['bad_file_name'][0] == 'cats/\\xff\\xfe-photo.jpg'
+    assert details['not_a_regular_file'] == ('dogs/camera-feed.jpg', 'a FIFO; it is never opened')
+    assert 'secret.jpg' in details['symlink_outside_root'][1]
+    json.dumps(summary)  # the report is valid JSON text
+
+
+def test_symlinks_outside_the_root_are_read_when_allowed(tmp_path, hostile_folder):
+    _, summary = run_executor(tmp_path, hostile_folder, pattern='span-2/*/*', max_bad_fraction=1.0,
+                              allow_symlinks_outside_root=True)
+    assert 'symlink_outside_root' not in summary['rejected'] and summary['examples'] == 14
+
+
+def test_the_driver_resolves_spans_and_fingerprints_a_hostile_folder(hostile_folder):
+    from petpark.components.image_example_gen import driver
+    gen = component.ImageExampleGen(input_base=str(hostile_folder), class_names=['cat', 'dog'],
+                                    input_pattern='span-{SPAN}/*/*')
+    properties = driver.ImageFolderDriver(None).resolve_exec_properties(dict(gen.exec_properties), None, None)
+    assert properties['span'] == 2
+    assert 'span-2/*/*' in properties['input_config']
+    assert 'split:single_split,num_files:19,' in properties['input_fingerprint']
+    os.remove(hostile_folder / 'span-2' / 'cats' / 'gone.jpg')
+    again = driver.ImageFolderDriver(None).resolve_exec_properties(dict(gen.exec_properties), None, None)
+    assert again['input_fingerprint'] != properties['input_fingerprint']
