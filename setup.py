@@ -39,9 +39,14 @@ setup(
         'pillow',
         'absl-py',
         'protobuf',
+        'tf2onnx>=1.17',  # the ONNX export component
+        'onnx>=1.17',
+        'onnxruntime>=1.20',
     ],
     extras_require={
         'serving': ['grpcio', 'aiohttp', 'prometheus_client', 'requests', 'tensorflow-serving-api>=2.16,<2.17'],
+        # what an edge box needs for serving/edge_runtime.py, and nothing else of petpark
+        'edge': ['onnxruntime>=1.20', 'numpy', 'pillow', 'av'],
         'test': ['pytest', 'PyYAML', 'psutil', 'h2'],
     },
     entry_points={'console_scripts': ['petpark=petpark.pipeline.cli:main']},

@@ -62,6 +62,11 @@ SETTINGS: Dict[str, Setting] = {
                             'Blessing: lowest binary accuracy on the overall eval slice.'),
     'max_accuracy_drop': Setting('PETPARK_MAX_ACCURACY_DROP', 0.02,
                                  'Blessing: largest accuracy drop allowed against the latest blessed model.'),
+    'export_onnx': Setting('PETPARK_EXPORT_ONNX', True,
+                           'Export each blessed model to ONNX for the edge boxes (<home>/edge/<model_name>/).'),
+    'onnx_opset': Setting('PETPARK_ONNX_OPSET', 17, 'ONNX opset of the edge export.'),
+    'onnx_int8': Setting('PETPARK_ONNX_INT8', True,
+                         'Also ship an INT8 model when its eval accuracy is within 1 point of FP32.'),
     'enable_cache': Setting('PETPARK_ENABLE_CACHE', True, 'Reuse outputs of unchanged components.'),
     'beam_workers': Setting('PETPARK_BEAM_WORKERS', 1,
                             'Beam DirectRunner workers; above 1 uses multi_processing (for large data).'),
@@ -117,6 +122,9 @@ class Settings:
     batch_size: int
     min_accuracy: float
     max_accuracy_drop: float
+    export_onnx: bool
+    onnx_opset: int
+    onnx_int8: bool
     enable_cache: bool
     beam_workers: int
 
@@ -196,6 +204,10 @@ class Settings:
     @property
     def serving_model_dir(self) -> str:
         return os.path.join(self.home, 'serving', self.model_name)
+
+    @property
+    def edge_model_dir(self) -> str:
+        return os.path.join(self.home, 'edge', self.model_name)
 
 
 # TrainingConfig field -> the setting it comes from, for error messages.

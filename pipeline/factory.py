@@ -26,6 +26,7 @@ from tfx.types import channel, standard_artifacts
 from petpark import modules, schemas
 from petpark.components.anomalies_gate.component import AnomaliesGate
 from petpark.components.image_example_gen.component import ImageExampleGen
+from petpark.components.onnx_exporter.component import OnnxExporter
 from petpark.components.serving_pusher.component import ServingPusher
 from petpark.modules import features
 from petpark.pipeline.config import Settings
@@ -73,7 +74,8 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
                     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
                     beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None) -> tfx_pipeline.Pipeline:
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
-    -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed) -> Pusher.
+    -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed) -> Pusher
+    -> OnnxExporter (optional).
 
     pipeline_root: local path or URI (gs://, s3://), used as given.
     metadata_connection_config: the runner's MLMD store (None where the orchestrator brings
@@ -129,6 +131,15 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=settings.serving_model_dir))).with_id('Pusher')
     nodes += [trainer, latest_blessed, evaluator, pusher]
+    if settings.export_onnx:
+        nodes.append(OnnxExporter(
+            model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
+            examples=example_gen.outputs['examples'], transform_graph=transform.outputs['transform_graph'],
+            pushed_model=pusher.outputs['pushed_model'], evaluation=evaluator.outputs['evaluation'],
+            model_name=settings.model_name, edge_base_directory=settings.edge_model_dir,
+            class_names=features.LABELS, raw_feature_keys=[features.IMAGE_KEY, features.LABEL_KEY],
+            pixels_key=features.IMAGE_XF, label_key=features.LABEL_XF, signature_name=features.PIXELS_SIGNATURE,
+            opset=settings.onnx_opset, quantize_int8=settings.onnx_int8))
     if stop_after is not None:
         ids = [node.id for node in nodes]
         if stop_after not in ids:

@@ -131,4 +131,10 @@ def describe(run: RunRecord) -> List[str]:
         lines.append(f"Pushed: {_custom(pushed, 'pushed_destination')}")
     elif pushed is not None:
         lines.append('Pushed: nothing (model not blessed)')
+    edge = run.output('OnnxExporter', 'onnx_model')
+    if _custom(edge, 'exported') == 1:
+        int8 = 'FP32 and INT8' if _custom(edge, 'int8_shipped') == 1 else f"FP32 ({_custom(edge, 'int8_reason')})"
+        lines.append(f"Edge (ONNX {int8}, largest difference from the SavedModel "
+                     f"{_custom(edge, 'parity_max_abs_difference')}): "
+                     f"{_custom(edge, 'edge_destination')}")
     return lines

@@ -14,7 +14,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # folder -> the requirement groups its imports may come from
-PARTS = {'pipeline': [''], 'components': [''], 'modules': [''], 'schemas': [''], 'serving': ['', 'serving']}
+PARTS = {'pipeline': [''], 'components': [''], 'modules': [''], 'schemas': [''], 'serving': ['', 'serving', 'edge']}
 
 
 def imported_modules(folder):

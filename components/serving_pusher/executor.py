@@ -1,6 +1,7 @@
 """ServingPusher executor: TFX's Pusher for filesystem destinations, publishing each version
 atomically and never pushing an unchanged model twice."""
 import os
+import re
 import time
 from typing import Any, Dict, List, Optional
 
@@ -33,9 +34,9 @@ def same_model(model_dir: str, served_dir: str) -> bool:
     return io_utils.read_bytes_file(paths[0]) == io_utils.read_bytes_file(paths[1])
 
 
-def remove_leftovers(base_directory: str) -> List[str]:
-    """Removes what killed pushes left: staging folders, and numeric folders without a
-    saved_model.pb (TF Serving ignores both; they only take space and confuse readers)."""
+def remove_leftovers(base_directory: str, marker: str = SAVED_MODEL_FILE) -> List[str]:
+    """Removes what killed pushes left: staging folders, and numeric folders without their
+    `marker` file (readers ignore both; they only take space and confuse people)."""
     removed = []
     if not fileio.isdir(base_directory):
         return removed
@@ -43,31 +44,37 @@ def remove_leftovers(base_directory: str) -> List[str]:
         name = name.rstrip('/')
         path = os.path.join(base_directory, name)
         staging = name.startswith('.') and name.endswith(STAGING_SUFFIX)
-        incomplete = name.isdigit() and not fileio.exists(os.path.join(path, SAVED_MODEL_FILE))
+        incomplete = name.isdigit() and not fileio.exists(os.path.join(path, marker))
         if (staging or incomplete) and fileio.isdir(path):
             fileio.rmtree(path)
             removed.append(name)
     return removed
 
 
-def publish(model_dir: str, base_directory: str) -> str:
-    """Copies the SavedModel to a new `<base>/<unix time>` version; returns the version.
+def publish_atomically(source_dir: str, final_dir: str, marker: str) -> None:
+    """Copies `source_dir` to `final_dir` so that no reader sees a half-written folder.
 
-    Locally the copy goes to a staging folder TF Serving ignores, which is renamed into place,
-    so no reader ever sees a half-written version. On object stores, where renaming a folder is
-    a copy, it follows TFX's order instead: saved_model.pb, the marker of a version, last.
+    Locally the copy goes to a hidden staging folder beside it (`.<name>.staging`, a name TF
+    Serving and the edge runtime never load), which is then renamed into place. On object
+    stores, where renaming a folder is a copy, the `marker` file that makes the folder count
+    (saved_model.pb, metadata.json) is copied last, as TFX's Pusher does.
     """
+    if '://' in final_dir:
+        io_utils.copy_dir(source_dir, final_dir, deny_regex_patterns=[re.escape(marker)])
+        io_utils.copy_file(os.path.join(source_dir, marker), os.path.join(final_dir, marker))
+        return
+    parent, name = os.path.split(final_dir.rstrip('/'))
+    staging = os.path.join(parent, f'.{name}{STAGING_SUFFIX}')
+    io_utils.copy_dir(source_dir, staging)
+    os.rename(staging, final_dir)
+
+
+def publish(model_dir: str, base_directory: str) -> str:
+    """Publishes the SavedModel as a new `<base>/<unix time>` version; returns the version."""
     version = int(time.time())
     while fileio.exists(os.path.join(base_directory, str(version))):
         version += 1
-    final = os.path.join(base_directory, str(version))
-    if '://' in base_directory:
-        io_utils.copy_dir(model_dir, final, deny_regex_patterns=[r'saved_model\.pb'])
-        io_utils.copy_file(os.path.join(model_dir, SAVED_MODEL_FILE), os.path.join(final, SAVED_MODEL_FILE))
-        return str(version)
-    staging = os.path.join(base_directory, f'.{version}{STAGING_SUFFIX}')
-    io_utils.copy_dir(model_dir, staging)
-    os.rename(staging, final)
+    publish_atomically(model_dir, os.path.join(base_directory, str(version)), SAVED_MODEL_FILE)
     return str(version)
 
 

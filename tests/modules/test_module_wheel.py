@@ -36,7 +36,7 @@ def test_module_wheel_imports_alone(component, tmp_path):
     target = str(tmp_path / 'installed')
     subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--target', target, wheel],
                    check=True, timeout=300)
-    from tests.modules.conftest import custom_config
+    from tests.pipeline_fixtures import custom_config
     script = ISOLATED.format(target=target, site_packages=site.getsitepackages()[0],
                              module=module_path.split('@')[0], function=function,
                              config=json.dumps(custom_config(component)), component=component)

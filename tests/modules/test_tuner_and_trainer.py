@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from petpark.modules import features, tuner, trainer
-from tests.modules.conftest import custom_config
+from tests.pipeline_fixtures import custom_config
 
 
 def test_tuner_fn_searches_keras3_models_and_finds_best_hyperparameters(fn_args):

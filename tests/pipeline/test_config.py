@@ -42,7 +42,7 @@ def test_unknown_override_is_rejected():
 
 
 def test_readme_documents_every_setting():
-    documented = set(re.findall(r'^\| `(PETPARK_[A-Z_]+)` \|', open(README).read(), re.M))
+    documented = set(re.findall(r'^\| `(PETPARK_[A-Z0-9_]+)` \|', open(README).read(), re.M))
     assert documented == {s.env for s in config.SETTINGS.values()}
 
 

@@ -22,11 +22,11 @@ pytestmark = pytest.mark.e2e
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 ALL_NODES = {'ImageExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'AnomaliesGate',
-             'Transform', 'Tuner', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'Pusher'}
+             'Transform', 'Tuner', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'Pusher', 'OnnxExporter'}
 
 
-def pushed_versions(home):
-    return sorted(os.listdir(os.path.join(home, 'serving', 'petpark')))
+def pushed_versions(home, kind='serving'):
+    return sorted(os.listdir(os.path.join(home, kind, 'petpark')))
 
 
 def run_command(args, env):
@@ -49,10 +49,12 @@ def runs(tmp_path_factory):
     record['first'] = run_command([os.path.join(BIN, 'petpark'), 'run'], env)
     record['first_run'] = summary.latest_run(metadata, 'petpark')
     record['first_versions'] = pushed_versions(home)
+    record['first_edge_versions'] = pushed_versions(home, 'edge')
 
     record['second'] = run_command([os.path.join(BIN, 'petpark'), 'run'], env)
     record['second_run'] = summary.latest_run(metadata, 'petpark')
     record['second_versions'] = pushed_versions(home)
+    record['second_edge_versions'] = pushed_versions(home, 'edge')
 
     pipeline_file = os.path.join(REPO, 'pipeline', 'local_runner.py')
     record['tfx_create'] = run_command([os.path.join(BIN, 'tfx'), 'pipeline', 'create', '--engine', 'local',
@@ -127,6 +129,13 @@ def test_second_run_comes_from_cache_and_pushes_no_duplicate(runs):
     assert runs['second_versions'] == runs['first_versions']
     assert 'cached' in output
     assert runs['second_run'].run_id != runs['first_run'].run_id
+
+
+def test_the_edge_export_has_the_served_version_number_and_is_not_duplicated(runs):
+    assert runs['first_edge_versions'] == runs['first_versions'] == runs['second_edge_versions']
+    assert 'Edge (ONNX ' in runs['first'][1] and 'Edge (ONNX ' in runs['second'][1]
+    assert runs['second_run'].states['OnnxExporter'] == 'COMPLETE'  # its blessing input is new
+    assert pushed_versions(runs['home'], 'edge') == runs['first_versions']
 
 
 def test_tfx_cli_creates_and_runs_the_same_pipeline(runs):

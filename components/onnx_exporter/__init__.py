@@ -1,0 +1,1 @@
+"""Converts blessed models to proven ONNX files for TensorFlow-free edge boxes."""

@@ -1,0 +1,91 @@
+"""OnnxExporter: conversion and parity, the unsupported-op failure, INT8 accepted and rejected,
+the published layout and metadata, no duplicate export, nothing for an unblessed model."""
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import tensorflow as tf
+
+from petpark.components.onnx_exporter import conversion
+from tests.pipeline_fixtures import IMAGE_SIZE, export_edge
+
+
+def test_export_is_proven_published_and_recorded(edge_export):
+    artifact, edge_dir = edge_export
+    (version,) = os.listdir(edge_dir)
+    folder = os.path.join(edge_dir, version)
+    assert version == '1800000000'  # the SavedModel version the Pusher recorded
+    assert sorted(os.listdir(folder)) == ['metadata.json', 'model.int8.onnx', 'model.onnx']
+    metadata = json.load(open(os.path.join(folder, 'metadata.json')))
+    assert metadata['input']['shape'] == [-1, IMAGE_SIZE, IMAGE_SIZE, 3] and metadata['input']['colour_order'] == 'RGB'
+    assert metadata['output']['class_names'] == ['cat', 'dog'] and metadata['output']['decision_threshold'] == 0.5
+    assert metadata['parity']['max_abs_difference'] <= 1e-4 and metadata['parity']['same_class'] == metadata['parity']['examples']
+    assert metadata['source']['saved_model_version'] == version and metadata['files']['int8'] == 'model.int8.onnx'
+    onnx.checker.check_model(onnx.load(os.path.join(folder, 'model.onnx')))
+    assert artifact.get_int_custom_property('exported') == 1 and artifact.get_int_custom_property('opset') == 17
+    assert float(artifact.get_string_custom_property('parity_max_abs_difference')) <= 1e-4
+    assert artifact.get_string_custom_property('source_model_version') == version
+    assert artifact.get_int_custom_property('int8_shipped') == 1
+    assert not [n for n in os.listdir(edge_dir) if n.startswith('.')]  # no staging left
+
+
+def test_int8_is_refused_when_it_loses_accuracy(transformed, trained_model, tmp_path):
+    artifact = export_edge(transformed, trained_model, str(tmp_path), max_int8_accuracy_drop=-1.0)
+    folder = os.path.join(str(tmp_path), 'edge', 'petpark', '1800000000')
+    assert sorted(os.listdir(folder)) == ['metadata.json', 'model.onnx']
+    metadata = json.load(open(os.path.join(folder, 'metadata.json')))
+    assert metadata['files']['int8'] is None and 'more than -1 below FP32' in metadata['quantization']['reason']
+    assert artifact.get_int_custom_property('int8_shipped') == 0
+    assert 'below FP32' in artifact.get_string_custom_property('int8_reason')
+
+
+def test_a_second_export_of_the_same_model_is_not_published_again(transformed, trained_model, tmp_path):
+    export_edge(transformed, trained_model, str(tmp_path), quantize_int8=False)
+    folder = os.path.join(str(tmp_path), 'edge', 'petpark', '1800000000')
+    stamp = os.stat(os.path.join(folder, 'metadata.json')).st_mtime_ns
+    again = export_edge(transformed, trained_model, str(tmp_path), quantize_int8=False)
+    assert again.get_int_custom_property('exported') == 1
+    assert os.stat(os.path.join(folder, 'metadata.json')).st_mtime_ns == stamp
+    assert os.listdir(os.path.join(str(tmp_path), 'edge', 'petpark')) == ['1800000000']
+
+
+def test_an_unblessed_model_exports_nothing(transformed, trained_model, tmp_path):
+    artifact = export_edge(transformed, trained_model, str(tmp_path), blessed=False)
+    assert artifact.get_int_custom_property('exported') == 0
+    assert artifact.get_string_custom_property('reason') == 'the model was not blessed'
+    assert not os.path.exists(os.path.join(str(tmp_path), 'edge'))
+
+
+def test_ops_tf2onnx_leaves_unconverted_fail_the_export_by_name(tmp_path):
+    module = tf.Module()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32, name='pixels')])
+    def reencoded(pixels):
+        jpeg = tf.io.encode_jpeg(tf.cast(pixels[0] * 255.0, tf.uint8))
+        decoded = tf.cast(tf.io.decode_jpeg(jpeg), tf.float32)
+        return {'scores': tf.reshape(tf.reduce_mean(decoded), [1, 1])}
+
+    tf.saved_model.save(module, str(tmp_path), signatures={'serving_pixels': reencoded})
+    model = conversion.convert(str(tmp_path), 'serving_pixels', 17)  # tf2onnx itself does not complain
+    assert {'DecodeJpeg', 'EncodeJpeg'} <= set(conversion.unsupported_ops(model))
+    with pytest.raises(conversion.UnsupportedOps, match='DecodeJpeg, EncodeJpeg'):
+        conversion.check(model, 'serving_pixels')
+
+
+def test_the_runtime_preprocessing_is_the_transform_graph(edge_export, transformed, shared_dir_or_none):
+    """The edge runtime resizes and scales as preprocessing_fn does, on the same decoded pixels."""
+    import glob
+    from petpark.modules import preprocessing
+    from petpark.serving import edge_runtime
+    model = edge_runtime.EdgeModel(edge_export[1])
+    photos = sorted(glob.glob(os.path.join(transformed['data_root'], '*', '*.jpg')))[:4]
+    if shared_dir_or_none:
+        photos += sorted(glob.glob(os.path.join(shared_dir_or_none, 'data', 'cats_and_dogs_filtered',
+                                                'validation', '*', '*.jpg')))[:8]
+    for path in photos:
+        data = open(path, 'rb').read()
+        rgb = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+        graph = preprocessing.decode_and_resize(tf.constant([data]), IMAGE_SIZE).numpy()[0]
+        np.testing.assert_allclose(model.pixels(rgb), graph, atol=1e-4)

@@ -1,0 +1,69 @@
+"""A small real pipeline for tests that need Transform output, a trained model or an edge export."""
+import os
+
+from petpark.modules import training_config
+
+IMAGE_SIZE = 32
+
+
+def custom_config(component, search_space=None, algorithm='random', max_trials=2, seed=0):
+    """`component`'s custom_config, as the pipeline passes it, for a small and quick model."""
+    return training_config.TrainingConfig(
+        preprocessing=training_config.PreprocessingConfig(image_size=IMAGE_SIZE),
+        model=training_config.ModelConfig(backbone='cnn', backbone_weights=None,
+                                          search_space=training_config.search_space_with(search_space)),
+        tuning=training_config.TuningConfig(epochs=2, batch_size=8, seed=seed, algorithm=algorithm,
+                                            max_trials=max_trials),
+        training=training_config.FitConfig(epochs=2, batch_size=8, seed=seed)).custom_config(component)
+
+
+def fn_args_for(transformed, work_dir):
+    """FnArgs as the Tuner/Trainer executors build them, over the fixture's Transform output
+    (custom_config: set by each caller for its component)."""
+    from tfx.components.trainer import fn_args_utils
+    args = fn_args_utils.get_common_fn_args(
+        {'examples': [transformed['examples']], 'transform_graph': [transformed['transform_graph']]},
+        {'train_args': '{"num_steps": 6}', 'eval_args': '{"num_steps": 2}'},
+        working_dir=os.path.join(work_dir, 'work'))
+    args.serving_model_dir = os.path.join(work_dir, 'serving_model')
+    args.model_run_dir = os.path.join(work_dir, 'model_run')
+    return args
+
+
+def train_model(transformed, work_dir):
+    """A Model artifact whose Format-Serving/ holds a quickly trained petpark SavedModel."""
+    from tfx.types import standard_artifacts
+    from petpark.modules import trainer
+    args = fn_args_for(transformed, work_dir)
+    args.custom_config = custom_config('Trainer', search_space={'conv_blocks': [2], 'filters': [8]})
+    args.serving_model_dir = os.path.join(work_dir, 'model', 'Format-Serving')
+    trainer.run_fn(args)
+    model = standard_artifacts.Model()
+    model.uri = os.path.join(work_dir, 'model')
+    return model
+
+
+def export_edge(transformed, model, work_dir, blessed=True, version='1800000000', **parameters):
+    """Runs the OnnxExporter executor as the pipeline wires it; returns its OnnxModel artifact."""
+    from tfx.types import channel, standard_artifacts
+    from petpark.components.onnx_exporter import component
+    from petpark.modules import features
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.set_int_custom_property('blessed', int(blessed))
+    pushed = standard_artifacts.PushedModel()
+    pushed.set_string_custom_property('pushed_version', version)
+    exporter = component.OnnxExporter(
+        model=channel.Channel(type=standard_artifacts.Model),
+        model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
+        examples=channel.Channel(type=standard_artifacts.Examples),
+        transform_graph=channel.Channel(type=standard_artifacts.TransformGraph), model_name='petpark',
+        edge_base_directory=os.path.join(work_dir, 'edge', 'petpark'), class_names=features.LABELS,
+        raw_feature_keys=[features.IMAGE_KEY, features.LABEL_KEY], pixels_key=features.IMAGE_XF,
+        label_key=features.LABEL_XF, signature_name=features.PIXELS_SIGNATURE, **parameters)
+    output = component.OnnxModel()
+    output.uri = os.path.join(work_dir, 'onnx_model', version, str(len(os.listdir(work_dir))))
+    component.executor.Executor().Do(
+        {'model': [model], 'model_blessing': [blessing], 'examples': [transformed['raw_examples']],
+         'transform_graph': [transformed['transform_graph']], 'pushed_model': [pushed]},
+        {'onnx_model': [output]}, dict(exporter.exec_properties))
+    return output
