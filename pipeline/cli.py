@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--verbose', action='store_true', help='show TF/absl/Beam logs instead of a log file')
     run.set_defaults(func=_run)
 
-    from petpark.serving import main as serving_main, promote  # light: no TensorFlow import until used
+    # light: no TensorFlow import until used (edge_runtime never imports it)
+    from petpark.serving import edge_runtime, main as serving_main, promote
     serve = commands.add_parser('serve', help="serve pushed models over TF Serving's REST and gRPC APIs")
     serving_main.add_flags(serve)
     serve.set_defaults(func=serving_main.serve)
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument('--model', default='petpark', help='served model name')
     predict.add_argument('images', nargs='+', metavar='IMAGE')
     predict.set_defaults(func=_predict)
+
+    edge = commands.add_parser('edge-predict', help='classify images and video frames with an exported ONNX '
+                                                    'model, without TensorFlow', description=edge_runtime.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    edge_runtime.add_flags(edge)
+    edge.set_defaults(func=edge_runtime.run)
 
     promote = commands.add_parser('promote', help='move a version label (stable/canary) in models.config',
                                   description=promote.__doc__)
