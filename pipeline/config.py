@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from petpark.modules import training_config
 
+VALIDATION_SERVERS = ('petpark', 'tensorflow_model_server', 'docker')  # components/serving_validator/runners.py
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -62,6 +63,17 @@ SETTINGS: Dict[str, Setting] = {
                             'Blessing: lowest binary accuracy on the overall eval slice.'),
     'max_accuracy_drop': Setting('PETPARK_MAX_ACCURACY_DROP', 0.02,
                                  'Blessing: largest accuracy drop allowed against the latest blessed model.'),
+    'validate_serving': Setting('PETPARK_VALIDATE_SERVING', True,
+                                'Start each candidate in a real model server and query it over gRPC before '
+                                'the push (ServingValidator); false skips this for quick local runs.'),
+    'validation_server': Setting('PETPARK_VALIDATION_SERVER', 'petpark',
+                                 "Server of that check: 'petpark' (petpark serve), 'tensorflow_model_server' "
+                                 "or 'docker' (the tensorflow/serving image)."),
+    'validation_server_binary': Setting('PETPARK_VALIDATION_SERVER_BINARY', '',
+                                        'tensorflow_model_server path (default: on PATH), or the docker image tag '
+                                        '(default: latest).'),
+    'validation_max_latency_ms': Setting('PETPARK_VALIDATION_MAX_LATENCY_MS', 1000.0,
+                                         'Serving check: highest p99 latency of one gRPC request.'),
     'export_onnx': Setting('PETPARK_EXPORT_ONNX', True,
                            'Export each blessed model to ONNX for the edge boxes (<home>/edge/<model_name>/).'),
     'onnx_opset': Setting('PETPARK_ONNX_OPSET', 17, 'ONNX opset of the edge export.'),
@@ -122,6 +134,10 @@ class Settings:
     batch_size: int
     min_accuracy: float
     max_accuracy_drop: float
+    validate_serving: bool
+    validation_server: str
+    validation_server_binary: str
+    validation_max_latency_ms: float
     export_onnx: bool
     onnx_opset: int
     onnx_int8: bool
@@ -154,6 +170,11 @@ class Settings:
         for name in ('tuner_steps', 'train_steps', 'eval_steps', 'beam_workers', 'synthetic_count', 'max_file_bytes'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{SETTINGS[name].env} must be at least 1, got {getattr(self, name)}')
+        if self.validation_server not in VALIDATION_SERVERS:
+            raise ValueError(f'PETPARK_VALIDATION_SERVER must be one of {VALIDATION_SERVERS}, '
+                             f'got {self.validation_server!r}')
+        if self.validation_max_latency_ms <= 0:
+            raise ValueError(f'PETPARK_VALIDATION_MAX_LATENCY_MS must be positive, got {self.validation_max_latency_ms}')
         self.training_config()
 
     def search_space_values(self) -> Dict[str, List[Any]]:

@@ -28,6 +28,7 @@ from petpark.components.anomalies_gate.component import AnomaliesGate
 from petpark.components.image_example_gen.component import ImageExampleGen
 from petpark.components.onnx_exporter.component import OnnxExporter
 from petpark.components.serving_pusher.component import ServingPusher
+from petpark.components.serving_validator.component import ServingValidator
 from petpark.modules import features
 from petpark.pipeline.config import Settings
 
@@ -74,8 +75,8 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
                     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
                     beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None) -> tfx_pipeline.Pipeline:
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
-    -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed) -> Pusher
-    -> OnnxExporter (optional).
+    -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed)
+    -> ServingValidator (optional) -> Pusher -> OnnxExporter (optional).
 
     pipeline_root: local path or URI (gs://, s3://), used as given.
     metadata_connection_config: the runner's MLMD store (None where the orchestrator brings
@@ -126,11 +127,20 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     evaluator = Evaluator(
         examples=example_gen.outputs['examples'], model=trainer.outputs['model'],
         baseline_model=latest_blessed.outputs['model'], eval_config=eval_config(settings))
+    nodes += [trainer, latest_blessed, evaluator]
+    infra_blessing = None
+    if settings.validate_serving:
+        serving_validator = ServingValidator(
+            model=trainer.outputs['model'], examples=example_gen.outputs['examples'], model_name=settings.model_name,
+            server=settings.validation_server, server_binary=settings.validation_server_binary,
+            signature_name=features.EXAMPLES_SIGNATURE, max_latency_ms=settings.validation_max_latency_ms)
+        infra_blessing = serving_validator.outputs['blessing']
+        nodes.append(serving_validator)
     pusher = ServingPusher(
-        model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
+        model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'], infra_blessing=infra_blessing,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=settings.serving_model_dir))).with_id('Pusher')
-    nodes += [trainer, latest_blessed, evaluator, pusher]
+    nodes.append(pusher)
     if settings.export_onnx:
         nodes.append(OnnxExporter(
             model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],

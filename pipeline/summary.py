@@ -126,6 +126,14 @@ def describe(run: RunRecord) -> List[str]:
                     threshold = text_format.MessageToString(failed.metric_threshold, as_one_line=True)
                     lines.append(f'  failed: {failed.metric_key.name} = {failed.metric_value.double_value.value:.3f}'
                                  f' ({threshold})')
+    infra = run.output('ServingValidator', 'blessing')
+    if infra is not None:
+        server = _custom(infra, 'server')
+        if _custom(infra, 'blessed') == 1:
+            lines.append(f"Serving check ({server}): passed, {_custom(infra, 'requests'):.0f} gRPC requests, "
+                         f"p50 {_custom(infra, 'latency_p50_ms'):.1f} ms, p99 {_custom(infra, 'latency_p99_ms'):.1f} ms")
+        else:
+            lines.append(f"Serving check: FAILED: {_custom(infra, 'reason')}")
     pushed = run.output('Pusher', 'pushed_model')
     if _custom(pushed, 'pushed') == 1:
         lines.append(f"Pushed: {_custom(pushed, 'pushed_destination')}")

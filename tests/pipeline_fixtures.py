@@ -67,3 +67,42 @@ def export_edge(transformed, model, work_dir, blessed=True, version='1800000000'
          'transform_graph': [transformed['transform_graph']], 'pushed_model': [pushed]},
         {'onnx_model': [output]}, dict(exporter.exec_properties))
     return output
+
+
+def validate_serving(model, examples, work_dir, **parameters):
+    """Runs the ServingValidator executor as the pipeline wires it; returns its InfraBlessing."""
+    from tfx.types import channel, standard_artifacts
+    from petpark.components.serving_validator import component
+    validator = component.ServingValidator(
+        model=channel.Channel(type=standard_artifacts.Model), examples=channel.Channel(type=standard_artifacts.Examples),
+        model_name='petpark', **{'num_examples': 8, **parameters})
+    blessing = standard_artifacts.InfraBlessing()
+    blessing.uri = os.path.join(work_dir, 'infra_blessing')
+    os.makedirs(blessing.uri, exist_ok=True)
+    component.executor.Executor().Do({'model': [model], 'examples': [examples]}, {'blessing': [blessing]},
+                                     dict(validator.exec_properties))
+    return blessing
+
+
+def model_with_unknown_op(model, work_dir, op='PetparkCameraOp'):
+    """A copy of `model` whose graph uses an op no TensorFlow build registers, as a model built
+    against a custom op library would: it loads where the library is, in no model server."""
+    import shutil
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tfx.types import standard_artifacts
+    from tfx.utils import path_utils
+    copy = standard_artifacts.Model()
+    copy.uri = os.path.join(work_dir, 'unknown_op_model')
+    shutil.copytree(model.uri, copy.uri)
+    path = os.path.join(path_utils.serving_model_path(copy.uri), 'saved_model.pb')
+    saved = saved_model_pb2.SavedModel.FromString(open(path, 'rb').read())
+    renamed = 0
+    for function in saved.meta_graphs[0].graph_def.library.function:
+        for node in function.node_def:
+            if node.op == 'Relu':
+                node.op, renamed = op, renamed + 1
+    assert renamed, 'the model has no Relu to replace'
+    with open(path, 'wb') as f:
+        f.write(saved.SerializeToString())
+    os.remove(os.path.join(os.path.dirname(path), 'fingerprint.pb'))
+    return copy

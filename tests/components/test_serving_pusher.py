@@ -23,7 +23,9 @@ def fake_model(uri, fingerprint):
     fake_saved_model(os.path.join(uri, 'Format-Serving'), fingerprint)
 
 
-def push(tmp_path, model_dir, blessed=True, run=0):
+def push(tmp_path, model_dir, blessed=True, run=0, infra_blessing=None):
+    """Runs the executor as the pipeline does: the Evaluator's blessing, and the
+    ServingValidator's InfraBlessing when given."""
     model = standard_artifacts.Model()
     model.uri = str(model_dir)
     blessing = standard_artifacts.ModelBlessing()
@@ -33,7 +35,10 @@ def push(tmp_path, model_dir, blessed=True, run=0):
     pushed.uri = str(tmp_path / f'pushed{run}')
     destination = pusher_pb2.PushDestination(
         filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=str(tmp_path / 'serving')))
-    executor.Executor().Do({'model': [model], 'model_blessing': [blessing]}, {'pushed_model': [pushed]},
+    inputs = {'model': [model], 'model_blessing': [blessing]}
+    if infra_blessing is not None:
+        inputs['infra_blessing'] = [infra_blessing]
+    executor.Executor().Do(inputs, {'pushed_model': [pushed]},
                            {'push_destination': proto_utils.proto_to_json(destination)})
     return pushed
 

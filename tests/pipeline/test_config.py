@@ -30,6 +30,8 @@ def test_environment_then_overrides(tmp_path):
     ({'PETPARK_TUNER_ALGORITHM': 'grid'}, 'PETPARK_TUNER_ALGORITHM'),
     ({'PETPARK_SEARCH_SPACE': '{filters: 3'}, 'PETPARK_SEARCH_SPACE is not valid JSON'),
     ({'PETPARK_SEARCH_SPACE': '{"filters": []}'}, 'non-empty lists'),
+    ({'PETPARK_VALIDATION_SERVER': 'kserve'}, "PETPARK_VALIDATION_SERVER must be one of .*'kserve'"),
+    ({'PETPARK_VALIDATION_MAX_LATENCY_MS': '0'}, 'PETPARK_VALIDATION_MAX_LATENCY_MS must be positive'),
 ])
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(ValueError, match=message):
@@ -87,6 +89,17 @@ def test_each_component_gets_only_the_config_sections_it_reads(tmp_path):
                         'Trainer': ['model', 'preprocessing', 'training']}
     trainer = json.loads(nodes['Trainer'].exec_properties['custom_config'])
     assert trainer['training'] == {'epochs': 3, 'batch_size': 32, 'seed': 0}
+
+
+def test_the_push_requires_the_serving_check_unless_it_is_switched_off(tmp_path):
+    from petpark.components.serving_validator import runners
+    assert config.VALIDATION_SERVERS == runners.SERVERS
+    nodes = {node.id: node for node in build(config.Settings.from_env({'home': str(tmp_path)}, environ={})).components}
+    assert nodes['Pusher'].inputs['infra_blessing'].producer_component_id == 'ServingValidator'
+    assert nodes['ServingValidator'].exec_properties['server'] == 'petpark'
+    quick = config.Settings.from_env({'home': str(tmp_path), 'validate_serving': 'false'}, environ={})
+    nodes = {node.id: node for node in build(quick).components}
+    assert 'ServingValidator' not in nodes and 'infra_blessing' not in nodes['Pusher'].inputs
 
 
 def test_runner_choices_are_passed_through_unchanged(tmp_path):

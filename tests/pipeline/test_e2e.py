@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 ALL_NODES = {'ImageExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'AnomaliesGate',
-             'Transform', 'Tuner', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'Pusher', 'OnnxExporter'}
+             'Transform', 'Tuner', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'ServingValidator',
+             'Pusher', 'OnnxExporter'}
 
 
 def pushed_versions(home, kind='serving'):
@@ -84,7 +85,7 @@ def test_first_run_completes_blesses_and_pushes(runs):
     assert code == 0, output
     assert set(runs['first_run'].states) == ALL_NODES
     assert set(runs['first_run'].states.values()) == {'COMPLETE'}
-    assert 'Blessing: BLESSED' in output and 'Pushed: ' in output
+    assert 'Blessing: BLESSED' in output and 'Serving check (petpark): passed' in output and 'Pushed: ' in output
     assert '+ Trainer' in output and 'overall' in output and 'lighting=night' in output
     for node in ALL_NODES:  # a progress line, from MLMD, for every node that ran
         assert f'  > {node} ...' in output and f'  + {node} ' in output, node
