@@ -42,9 +42,14 @@ setup(
         'tf2onnx>=1.17',  # the ONNX export component
         'onnx>=1.17',
         'onnxruntime>=1.20',
+        'matplotlib',  # model card plots
+        'markdown',  # model card HTML from its Markdown
+        'tensorflow-data-validation>=1.16,<1.17',  # model card: split sizes from the statistics
+        'grpcio',  # ServingValidator's client; petpark serve
+        'tensorflow-serving-api>=2.16,<2.17',  # TF Serving's protos: ServingValidator, petpark serve
     ],
     extras_require={
-        'serving': ['grpcio', 'aiohttp', 'prometheus_client', 'requests', 'tensorflow-serving-api>=2.16,<2.17'],
+        'serving': ['aiohttp', 'prometheus_client', 'requests'],
         # what an edge box needs for serving/edge_runtime.py, and nothing else of petpark
         'edge': ['onnxruntime>=1.20', 'numpy', 'pillow', 'av'],
         'test': ['pytest', 'PyYAML', 'psutil', 'h2'],

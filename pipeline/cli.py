@@ -1,6 +1,7 @@
 """`petpark` command line: synth (write the default dataset) and run (the whole pipeline)."""
 import argparse
 import datetime
+import json
 import os
 import sys
 from typing import List, Optional
@@ -76,11 +77,32 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    if args.action != 'list' and not args.version:
+        raise ValueError(f'`petpark models {args.action}` needs a VERSION (see `petpark models list`)')
+    settings = config.Settings.from_env({'home': args.home})
+    if not os.path.isfile(settings.metadata_path):
+        raise ValueError(f'No metadata store at {settings.metadata_path}: nothing has run in this home yet')
+    with console.Console(False, os.path.join(settings.home, 'logs', 'models.log')) as terminal:
+        from petpark.pipeline import registry  # reads MLMD and TFMA results: heavy
+        if args.action == 'list':
+            found = registry.records(settings)
+            result = [r.as_json() for r in found] if args.json else registry.list_lines(found)
+        elif args.action == 'show':
+            found = registry.find(settings, args.version)
+            result = found.as_json() if args.json else registry.show_lines(found)
+        else:
+            tree = registry.lineage_tree(settings, args.version)
+            result = tree if args.json else registry.tree_lines(tree)
+        terminal.out.write((json.dumps(result, indent=1, default=str) if args.json else '\n'.join(result)) + '\n')
+    return 0
+
+
 def _promote(args: argparse.Namespace) -> int:
     from petpark.serving import promote
     settings = config.Settings.from_env({'home': args.home, 'model_name': args.model})
     model_dir = os.path.abspath(args.model_dir or settings.serving_model_dir)
-    config_path = args.config or os.path.join(os.path.dirname(settings.serving_model_dir), 'models.config')
+    config_path = args.config or settings.models_config_path
     print(promote.promote(config_path, settings.model_name, model_dir, args.label, args.version,
                           args.base_path or ''))
     return 0
@@ -141,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                                              '(e.g. /models/petpark in the container; default: --model-dir)')
     promote.add_argument('--home', help='PETPARK_HOME')
     promote.set_defaults(func=_promote)
+
+    models = commands.add_parser('models', help='the registry: pushed versions, their facts and lineage, from MLMD',
+                                 description='Every pushed version with its metrics, worst slice, blessing and '
+                                             'thresholds, serving check, hyperparameters, data, schema, code version, '
+                                             'labels (models.config), edge export and model card, read from MLMD.')
+    models.add_argument('action', choices=['list', 'show', 'lineage'])
+    models.add_argument('version', nargs='?', help='the pushed version (show, lineage)')
+    models.add_argument('--json', action='store_true', help='JSON instead of a table')
+    models.add_argument('--home', help='PETPARK_HOME')
+    models.set_defaults(func=_models)
     return parser
 
 

@@ -8,6 +8,7 @@ validated here, before any component runs.
 import dataclasses
 import json
 import os
+import subprocess
 from typing import Any, Dict, List, Mapping, Optional
 
 from petpark.modules import training_config
@@ -230,6 +231,15 @@ class Settings:
     def edge_model_dir(self) -> str:
         return os.path.join(self.home, 'edge', self.model_name)
 
+    @property
+    def model_card_dir(self) -> str:
+        return os.path.join(self.home, 'model_cards', self.model_name)
+
+    @property
+    def models_config_path(self) -> str:
+        """The models.config `petpark promote` writes and `petpark models` reads labels from."""
+        return os.path.join(os.path.dirname(self.serving_model_dir), 'models.config')
+
 
 # TrainingConfig field -> the setting it comes from, for error messages.
 _CONFIG_SETTINGS = {
@@ -239,6 +249,22 @@ _CONFIG_SETTINGS = {
     'tuning.batch_size': 'batch_size', 'tuning.seed': 'seed', 'training.epochs': 'train_epochs',
     'training.batch_size': 'batch_size', 'training.seed': 'seed',
 }
+
+
+def code_version() -> str:
+    """The git commit of this checkout (`+dirty` with uncommitted changes), else the package version."""
+    try:
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO_ROOT, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return f"git {commit}{'+dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        from importlib import metadata
+        try:
+            return f"petpark {metadata.version('petpark')}"
+        except metadata.PackageNotFoundError:
+            return 'unknown'
 
 
 def is_local(path: str) -> bool:

@@ -26,11 +26,12 @@ from tfx.types import channel, standard_artifacts
 from petpark import modules, schemas
 from petpark.components.anomalies_gate.component import AnomaliesGate
 from petpark.components.image_example_gen.component import ImageExampleGen
+from petpark.components.model_card.component import ModelCardGenerator
 from petpark.components.onnx_exporter.component import OnnxExporter
 from petpark.components.serving_pusher.component import ServingPusher
 from petpark.components.serving_validator.component import ServingValidator
 from petpark.modules import features
-from petpark.pipeline.config import Settings
+from petpark.pipeline.config import Settings, code_version
 
 FAIRNESS_MODULE = 'fairness_indicators.fairness_indicators_metrics'
 THRESHOLDS = [0.25, 0.5, 0.75]
@@ -76,7 +77,7 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
                     beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None) -> tfx_pipeline.Pipeline:
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
     -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed)
-    -> ServingValidator (optional) -> Pusher -> OnnxExporter (optional).
+    -> ServingValidator (optional) -> Pusher -> OnnxExporter (optional) -> ModelCardGenerator.
 
     pipeline_root: local path or URI (gs://, s3://), used as given.
     metadata_connection_config: the runner's MLMD store (None where the orchestrator brings
@@ -141,6 +142,7 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
         push_destination=pusher_pb2.PushDestination(
             filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=settings.serving_model_dir))).with_id('Pusher')
     nodes.append(pusher)
+    onnx_model = None
     if settings.export_onnx:
         nodes.append(OnnxExporter(
             model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
@@ -150,6 +152,14 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
             class_names=features.LABELS, raw_feature_keys=[features.IMAGE_KEY, features.LABEL_KEY],
             pixels_key=features.IMAGE_XF, label_key=features.LABEL_XF, signature_name=features.PIXELS_SIGNATURE,
             opset=settings.onnx_opset, quantize_int8=settings.onnx_int8))
+        onnx_model = nodes[-1].outputs['onnx_model']
+    nodes.append(ModelCardGenerator(
+        pushed_model=pusher.outputs['pushed_model'], evaluation=evaluator.outputs['evaluation'],
+        model_blessing=evaluator.outputs['blessing'], examples=example_gen.outputs['examples'],
+        statistics=statistics_gen.outputs['statistics'], schema=anomalies_gate.outputs['validated_schema'],
+        hyperparameters=hyperparameters, infra_blessing=infra_blessing, onnx_model=onnx_model,
+        model_name=settings.model_name, card_base_directory=settings.model_card_dir,
+        code_version=code_version(), positive_class_id=features.POSITIVE_CLASS_ID))
     if stop_after is not None:
         ids = [node.id for node in nodes]
         if stop_after not in ids:

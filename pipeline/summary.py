@@ -10,6 +10,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
+from petpark.components.model_card import facts
 from petpark.modules import features
 from petpark.pipeline import progress, run_lock
 
@@ -66,20 +67,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunRecord:
 
 def slice_metrics(evaluation_uri: str) -> List[Tuple[str, Dict[str, float]]]:
     """(slice name, {metric: value}) for P(dog), overall first, then by slice name."""
-    rows = []
-    for result in tfma.load_metrics(evaluation_uri):
-        values = {}
-        for item in result.metric_keys_and_values:
-            name = item.key.name
-            if item.key.HasField('sub_key') and item.key.sub_key.class_id.value != features.POSITIVE_CLASS_ID:
-                continue
-            if item.value.HasField('double_value') and not item.key.is_diff:
-                values[name] = item.value.double_value.value
-        slice_name = ', '.join(f'{k}={v.decode() if isinstance(v, bytes) else v}'
-                               for k, v in tfma.slicer.deserialize_slice_key(result.slice_key)) or 'overall'
-        rows.append((slice_name, values))
-    rows.sort(key=lambda row: (row[0] != 'overall', row[0]))
-    return rows
+    return facts.slice_metrics(evaluation_uri, features.POSITIVE_CLASS_ID)
 
 
 def ingestion_report(run: RunRecord) -> Optional[Dict]:
@@ -90,13 +78,6 @@ def ingestion_report(run: RunRecord) -> Optional[Dict]:
         return None
     with open(path) as f:
         return dict(json.load(f), path=path)
-
-
-def _custom(artifact: Optional[metadata_store_pb2.Artifact], name: str):
-    if artifact is None or name not in artifact.custom_properties:
-        return None
-    value = artifact.custom_properties[name]
-    return getattr(value, value.WhichOneof('value'))
 
 
 def describe(run: RunRecord) -> List[str]:
@@ -117,7 +98,7 @@ def describe(run: RunRecord) -> List[str]:
             lines.append(f'  {slice_name:<34}{cells}')
     blessing = run.output('Evaluator', 'blessing')
     if blessing is not None:
-        blessed = _custom(blessing, 'blessed') == 1
+        blessed = facts.prop(blessing, 'blessed') == 1
         lines.append(f"Blessing: {'BLESSED' if blessed else 'NOT blessed'}")
         if not blessed and evaluation is not None:
             validation = tfma.load_validation_result(evaluation.uri)
@@ -128,21 +109,24 @@ def describe(run: RunRecord) -> List[str]:
                                  f' ({threshold})')
     infra = run.output('ServingValidator', 'blessing')
     if infra is not None:
-        server = _custom(infra, 'server')
-        if _custom(infra, 'blessed') == 1:
-            lines.append(f"Serving check ({server}): passed, {_custom(infra, 'requests'):.0f} gRPC requests, "
-                         f"p50 {_custom(infra, 'latency_p50_ms'):.1f} ms, p99 {_custom(infra, 'latency_p99_ms'):.1f} ms")
+        server = facts.prop(infra, 'server')
+        if facts.prop(infra, 'blessed') == 1:
+            lines.append(f"Serving check ({server}): passed, {facts.prop(infra, 'requests'):.0f} gRPC requests, "
+                         f"p50 {facts.prop(infra, 'latency_p50_ms'):.1f} ms, p99 {facts.prop(infra, 'latency_p99_ms'):.1f} ms")
         else:
-            lines.append(f"Serving check: FAILED: {_custom(infra, 'reason')}")
+            lines.append(f"Serving check: FAILED: {facts.prop(infra, 'reason')}")
     pushed = run.output('Pusher', 'pushed_model')
-    if _custom(pushed, 'pushed') == 1:
-        lines.append(f"Pushed: {_custom(pushed, 'pushed_destination')}")
+    if facts.prop(pushed, 'pushed') == 1:
+        lines.append(f"Pushed: {facts.prop(pushed, 'pushed_destination')}")
     elif pushed is not None:
         lines.append('Pushed: nothing (model not blessed)')
     edge = run.output('OnnxExporter', 'onnx_model')
-    if _custom(edge, 'exported') == 1:
-        int8 = 'FP32 and INT8' if _custom(edge, 'int8_shipped') == 1 else f"FP32 ({_custom(edge, 'int8_reason')})"
+    if facts.prop(edge, 'exported') == 1:
+        int8 = 'FP32 and INT8' if facts.prop(edge, 'int8_shipped') == 1 else f"FP32 ({facts.prop(edge, 'int8_reason')})"
         lines.append(f"Edge (ONNX {int8}, largest difference from the SavedModel "
-                     f"{_custom(edge, 'parity_max_abs_difference')}): "
-                     f"{_custom(edge, 'edge_destination')}")
+                     f"{facts.prop(edge, 'parity_max_abs_difference')}): "
+                     f"{facts.prop(edge, 'edge_destination')}")
+    card = run.output('ModelCardGenerator', 'model_card')
+    if facts.prop(card, 'written') == 1:
+        lines.append(f"Model card: {os.path.join(facts.prop(card, 'card_destination'), 'model_card.html')}")
     return lines

@@ -6,6 +6,7 @@ with an unknown label and camera id (must stop at AnomaliesGate, pushing nothing
 """
 import csv
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)
 ALL_NODES = {'ImageExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'AnomaliesGate',
              'Transform', 'Tuner', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'ServingValidator',
-             'Pusher', 'OnnxExporter'}
+             'Pusher', 'OnnxExporter', 'ModelCardGenerator'}
 
 
 def pushed_versions(home, kind='serving'):
@@ -56,6 +57,8 @@ def runs(tmp_path_factory):
     record['second_run'] = summary.latest_run(metadata, 'petpark')
     record['second_versions'] = pushed_versions(home)
     record['second_edge_versions'] = pushed_versions(home, 'edge')
+
+    record['second_cards'] = sorted(os.listdir(os.path.join(home, 'model_cards', 'petpark')))
 
     pipeline_file = os.path.join(REPO, 'pipeline', 'local_runner.py')
     record['tfx_create'] = run_command([os.path.join(BIN, 'tfx'), 'pipeline', 'create', '--engine', 'local',
@@ -267,3 +270,71 @@ def test_classify_api_on_serving_default_and_bad_image_bytes(runs, served):
         'signature_name': features.IMAGE_BYTES_SIGNATURE, 'instances': [{'b64': base64.b64encode(b'not an image').decode()}]})
     assert reply.status_code == 400 and reply.json()['error']
     assert requests.get(url, timeout=10).json()['model_version_status'][0]['state'] == 'AVAILABLE'
+
+
+def petpark_json(runs, *args):
+    code, output = run_command([os.path.join(BIN, 'petpark'), *args, '--json', '--home', runs['home']], os.environ)
+    assert code == 0, output
+    return json.loads(output)
+
+
+def walk(node):
+    yield node
+    if isinstance(node['inputs'], dict):
+        for found in node['inputs'].values():
+            for child in found:
+                yield from walk(child)
+
+
+def test_the_registry_traces_a_pushed_version_to_its_span_and_transform_graph(runs):
+    version = runs['first_versions'][0]
+    listed = petpark_json(runs, 'models', 'list')
+    assert [r['version'] for r in listed] == runs['first_versions']
+    record = listed[0]
+    assert record['blessing']['blessed'] and record['blessing']['thresholds']
+    assert record['serving_check']['blessed'] and record['serving_check']['server'] == 'petpark'
+    assert record['serving_check']['latency_p99_ms'] > 0
+    assert record['worst_slice']['example_count'] > 0 and record['hyperparameters']
+    assert record['data']['span'] == 1 and set(record['data']['splits']) == {'train', 'eval'}
+    assert record['code_version'].startswith('git ') and record['edge']['destination'].endswith(version)
+    assert 'tfx_user_code_Trainer' in record['trainer_module']
+    tree = petpark_json(runs, 'models', 'lineage', version)
+    nodes = list(walk(tree))
+    assert tree['type'] == 'PushedModel' and tree['properties']['pushed_version'] == version
+    assert any(n['type'] == 'Examples' and n['producer'] == 'ImageExampleGen' and n['properties'].get('span') == 1
+               for n in nodes)
+    assert any(n['type'] == 'TransformGraph' and n['producer'] == 'Transform' for n in nodes)
+    assert any(n['type'] == 'Model' and n['producer'] == 'Trainer' for n in nodes)
+
+
+def test_a_version_promoted_to_canary_then_stable_shows_its_labels(runs):
+    version = runs['first_versions'][0]
+    promote = [os.path.join(BIN, 'petpark'), 'promote', '--home', runs['home'], '--version', version]
+    for label in ('canary', 'canary', 'stable'):  # the first adds the version to those served
+        code, output = run_command(promote + ['--label', label], os.environ)
+        assert code == 0, output
+    assert petpark_json(runs, 'models', 'show', version)['labels'] == ['canary', 'stable']
+    code, output = run_command([os.path.join(BIN, 'petpark'), 'models', 'list', '--home', runs['home']], os.environ)
+    assert code == 0 and 'canary,stable' in output and version in output, output
+    assert 'WARNING' not in output and 'tensorflow' not in output  # quiet
+
+
+def test_each_pushed_version_has_one_model_card_with_the_evaluators_numbers(runs):
+    version = runs['first_versions'][0]
+    assert runs['second_cards'] == [version]  # the second run pushed nothing new and wrote no second card
+    folder = os.path.join(runs['home'], 'model_cards', 'petpark', version)
+    assert {'model_card.md', 'model_card.html', 'facts.json', 'slices.png', 'fairness.png'} <= set(os.listdir(folder))
+    evaluation = runs['first_run'].output('Evaluator', 'evaluation')
+    overall = dict(summary.slice_metrics(evaluation.uri))['overall']
+    with open(os.path.join(folder, 'facts.json')) as f:
+        card_facts = json.load(f)
+    assert card_facts['metrics']['binary_accuracy'] == overall['binary_accuracy']
+    assert len(card_facts['slices']) == len(summary.slice_metrics(evaluation.uri))
+    text = open(os.path.join(folder, 'model_card.md')).read()
+    for key in ('binary_accuracy', 'precision', 'recall', 'auc'):
+        assert f'{overall[key]:.3f}' in text, key
+    assert '<table>' in open(os.path.join(folder, 'model_card.html')).read()
+    shown = petpark_json(runs, 'models', 'show', version)
+    assert shown['model_card']['model_card.md'] == os.path.join(folder, 'model_card.md')
+    assert shown['metrics'] == card_facts['metrics'] and shown['slices'] == card_facts['slices']
+    assert 'Model card: ' in runs['first'][1]

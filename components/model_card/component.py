@@ -1,0 +1,59 @@
+"""ModelCardGenerator: a model card (Markdown, HTML, plots) for every pushed version."""
+from typing import Optional
+
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import artifact, channel, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from petpark.components.model_card import executor
+from petpark.components.onnx_exporter.component import OnnxModel
+
+
+class ModelCard(artifact.Artifact):
+    """model_card.md, model_card.html, facts.json and plots; properties: written, model_version,
+    card_destination, code_version."""
+    TYPE_NAME = 'petpark.ModelCard'
+
+
+class ModelCardGeneratorSpec(ComponentSpec):
+    PARAMETERS = {
+        'model_name': ExecutionParameter(type=str),
+        'card_base_directory': ExecutionParameter(type=str),
+        'code_version': ExecutionParameter(type=str),
+        'positive_class_id': ExecutionParameter(type=int),
+    }
+    INPUTS = {
+        executor.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
+        executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+        executor.SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+        executor.HYPERPARAMETERS_KEY: ChannelParameter(type=standard_artifacts.HyperParameters, optional=True),
+        executor.INFRA_BLESSING_KEY: ChannelParameter(type=standard_artifacts.InfraBlessing, optional=True),
+        executor.ONNX_MODEL_KEY: ChannelParameter(type=OnnxModel, optional=True),
+    }
+    OUTPUTS = {executor.MODEL_CARD_KEY: ChannelParameter(type=ModelCard)}
+
+
+class ModelCardGenerator(base_component.BaseComponent):
+    """Renders the facts of the pushed version (metrics overall and per slice with Fairness
+    Indicators, the worst slice, blessing and thresholds, serving check, hyperparameters, data
+    span and split sizes, schema, code version, edge export) as Markdown and HTML with plots, and
+    publishes them atomically to `<card_base_directory>/<version>/`, outside the folder TF
+    Serving loads. A version keeps its first card; nothing pushed, no card."""
+    SPEC_CLASS = ModelCardGeneratorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, pushed_model: channel.BaseChannel, evaluation: channel.BaseChannel,
+                 model_blessing: channel.BaseChannel, examples: channel.BaseChannel, *, model_name: str,
+                 card_base_directory: str, code_version: str, positive_class_id: int = 1,
+                 statistics: Optional[channel.BaseChannel] = None, schema: Optional[channel.BaseChannel] = None,
+                 hyperparameters: Optional[channel.BaseChannel] = None,
+                 infra_blessing: Optional[channel.BaseChannel] = None, onnx_model: Optional[channel.BaseChannel] = None):
+        super().__init__(spec=ModelCardGeneratorSpec(
+            pushed_model=pushed_model, evaluation=evaluation, model_blessing=model_blessing, examples=examples,
+            statistics=statistics, schema=schema, hyperparameters=hyperparameters, infra_blessing=infra_blessing,
+            onnx_model=onnx_model, model_name=model_name, card_base_directory=card_base_directory,
+            code_version=code_version, positive_class_id=positive_class_id,
+            model_card=channel.Channel(type=ModelCard)))
