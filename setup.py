@@ -52,6 +52,8 @@ setup(
         'serving': ['aiohttp', 'prometheus_client', 'requests'],
         # what an edge box needs for serving/edge_runtime.py, and nothing else of petpark
         'edge': ['onnxruntime>=1.20', 'numpy', 'pillow', 'av'],
+        # compiling for Kubeflow Pipelines v2 / Vertex AI (pipeline/kubeflow_v2_runner.py); 0.2.x keeps protobuf 3
+        'kubeflow': ['kfp-pipeline-spec>=0.2.2,<0.3'],
         'test': ['pytest', 'PyYAML', 'psutil', 'h2'],
     },
     entry_points={'console_scripts': ['petpark=petpark.pipeline.cli:main']},

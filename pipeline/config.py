@@ -8,6 +8,7 @@ validated here, before any component runs.
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -81,6 +82,9 @@ SETTINGS: Dict[str, Setting] = {
     'onnx_int8': Setting('PETPARK_ONNX_INT8', True,
                          'Also ship an INT8 model when its eval accuracy is within 1 point of FP32.'),
     'enable_cache': Setting('PETPARK_ENABLE_CACHE', True, 'Reuse outputs of unchanged components.'),
+    'beam_args': Setting('PETPARK_BEAM_ARGS', '',
+                         'Beam pipeline args for every Beam-powered component, as on a command line '
+                         '(Dataflow, Flink, Spark: see README). Empty: the local FnApiRunner, PETPARK_BEAM_WORKERS.'),
     'beam_workers': Setting('PETPARK_BEAM_WORKERS', 1,
                             'Beam DirectRunner workers; above 1 uses multi_processing (for large data).'),
 }
@@ -143,6 +147,7 @@ class Settings:
     onnx_opset: int
     onnx_int8: bool
     enable_cache: bool
+    beam_args: str
     beam_workers: int
 
     @classmethod
@@ -176,7 +181,19 @@ class Settings:
                              f'got {self.validation_server!r}')
         if self.validation_max_latency_ms <= 0:
             raise ValueError(f'PETPARK_VALIDATION_MAX_LATENCY_MS must be positive, got {self.validation_max_latency_ms}')
+        self.beam_arg_list()
         self.training_config()
+
+    def beam_arg_list(self) -> List[str]:
+        """PETPARK_BEAM_ARGS split as a shell would; each must be a --flag."""
+        try:
+            args = shlex.split(self.beam_args)
+        except ValueError as e:
+            raise ValueError(f'PETPARK_BEAM_ARGS: {e}') from None
+        bad = [arg for arg in args if not arg.startswith('--')]
+        if bad:
+            raise ValueError(f'PETPARK_BEAM_ARGS: every argument must be a --flag=value, got {bad[0]!r}')
+        return args
 
     def search_space_values(self) -> Dict[str, List[Any]]:
         """PETPARK_SEARCH_SPACE parsed: {hyperparameter: [values]} (checked by the TrainingConfig)."""

@@ -38,8 +38,17 @@ THRESHOLDS = [0.25, 0.5, 0.75]
 SLICES = [[], [features.CAMERA_KEY], [features.LIGHTING_KEY], [features.CAMERA_KEY, features.LIGHTING_KEY]]
 
 
-def module_file(name: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(modules.__file__)), name)
+USER_CODE = ('wheel', 'installed')
+
+
+def user_code(module: str, function: str, how: str) -> dict:
+    """How a component finds `modules/<module>.py`'s `function`. 'wheel': TFX packages modules/
+    as a wheel staged under the pipeline root (local runs, Airflow); 'installed': the dotted path
+    in the installed petpark package, as in a pipeline image (Kubeflow, Vertex), which needs no
+    upload when the pipeline is compiled."""
+    if how == 'installed':
+        return {function: f'{modules.__name__}.{module}.{function}'}
+    return {'module_file': os.path.join(os.path.dirname(os.path.abspath(modules.__file__)), f'{module}.py')}
 
 
 def eval_config(settings: Settings) -> tfma.EvalConfig:
@@ -74,7 +83,8 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
 
 def create_pipeline(settings: Settings, *, pipeline_root: str,
                     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
-                    beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None) -> tfx_pipeline.Pipeline:
+                    beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None,
+                    user_code_from: str = 'wheel') -> tfx_pipeline.Pipeline:
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
     -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed)
     -> ServingValidator (optional) -> Pusher -> OnnxExporter (optional) -> ModelCardGenerator.
@@ -83,7 +93,10 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     metadata_connection_config: the runner's MLMD store (None where the orchestrator brings
     its own, as Kubeflow and Vertex do). beam_pipeline_args: for every Beam-powered component.
     stop_after: a component id; the pipeline then ends with it (e.g. 'Transform' for data only).
+    user_code_from: 'wheel' or 'installed' (see user_code).
     """
+    if user_code_from not in USER_CODE:
+        raise ValueError(f'user_code_from must be one of {USER_CODE}, got {user_code_from!r}')
     config = settings.training_config()
     example_gen = ImageExampleGen(
         input_base=settings.input_base, class_names=features.LABELS, input_pattern=settings.input_pattern,
@@ -97,14 +110,14 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
                                    schema=schema_gen.outputs['schema'])
     transform = Transform(
         examples=example_gen.outputs['examples'], schema=anomalies_gate.outputs['validated_schema'],
-        module_file=module_file('preprocessing.py'), custom_config=config.custom_config('Transform'),
+        **user_code('preprocessing', 'preprocessing_fn', user_code_from), custom_config=config.custom_config('Transform'),
         disable_statistics=True)
     nodes = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform]
 
     hyperparameters = None
     if settings.tune:
         tuner = Tuner(
-            module_file=module_file('tuner.py'),
+            **user_code('tuner', 'tuner_fn', user_code_from),
             examples=transform.outputs['transformed_examples'],
             transform_graph=transform.outputs['transform_graph'],
             train_args=trainer_pb2.TrainArgs(num_steps=settings.tuner_steps),
@@ -113,7 +126,7 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
         hyperparameters = tuner.outputs['best_hyperparameters']
         nodes.append(tuner)
     trainer = Trainer(
-        module_file=module_file('trainer.py'),
+        **user_code('trainer', 'run_fn', user_code_from),
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         hyperparameters=hyperparameters,

@@ -27,6 +27,11 @@ def beam_pipeline_args(workers: int) -> List[str]:
     return ['--runner=FnApiRunner', f'--direct_running_mode={mode}', f'--direct_num_workers={workers}']
 
 
+def pipeline_beam_args(settings: config.Settings) -> List[str]:
+    """PETPARK_BEAM_ARGS when given (e.g. a Flink or Spark cluster), else the local FnApiRunner."""
+    return settings.beam_arg_list() or beam_pipeline_args(settings.beam_workers)
+
+
 def local_pipeline(settings: config.Settings, stop_after: Optional[str] = None) -> tfx_pipeline.Pipeline:
     """The pipeline with this machine's choices; the default dataset must exist already."""
     if not settings.data_root and not synthetic_data.exists(settings.synthetic_data_root):
@@ -37,7 +42,7 @@ def local_pipeline(settings: config.Settings, stop_after: Optional[str] = None) 
     return factory.create_pipeline(
         settings, pipeline_root=settings.pipeline_root,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(settings.metadata_path),
-        beam_pipeline_args=beam_pipeline_args(settings.beam_workers), stop_after=stop_after)
+        beam_pipeline_args=pipeline_beam_args(settings), stop_after=stop_after)
 
 
 def run(settings: config.Settings, pipeline: tfx_pipeline.Pipeline) -> None:

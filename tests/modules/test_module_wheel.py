@@ -31,7 +31,8 @@ print(json.dumps({{'entry': callable(entry), 'file': module.__file__,
 @pytest.mark.parametrize('component', sorted(ENTRY_POINTS))
 def test_module_wheel_imports_alone(component, tmp_path):
     file_name, function = ENTRY_POINTS[component]
-    wheel, module_path = udf_utils.package_user_module_file(component, factory.module_file(file_name),
+    module_file = factory.user_code(file_name[:-3], function, 'wheel')['module_file']
+    wheel, module_path = udf_utils.package_user_module_file(component, module_file,
                                                             str(tmp_path / 'pipeline_root'))
     target = str(tmp_path / 'installed')
     subprocess.run([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-deps', '--target', target, wheel],

@@ -1,0 +1,81 @@
+"""The same pipeline compiled for Kubeflow Pipelines v2 / Vertex AI (no cluster here: the spec is checked)."""
+import json
+
+import pytest
+from tfx.dsl.components.base import base_beam_executor
+
+from petpark.pipeline import config, factory, kubeflow_v2_runner
+
+IMAGE = 'europe-docker.pkg.dev/petpark/pipelines/petpark:test'
+DATAFLOW = ['--runner=DataflowRunner', '--project=petpark', '--region=europe-west4',
+            '--temp_location=gs://petpark-bucket/tmp']
+
+
+@pytest.fixture(scope='module')
+def compiled(tmp_path_factory):
+    settings = config.Settings.from_env({'home': 'gs://petpark-bucket/home', 'data_root': 'gs://petpark-bucket/photos',
+                                         'beam_args': ' '.join(DATAFLOW)}, environ={})
+    output = str(tmp_path_factory.mktemp('kfp') / 'petpark_pipeline.json')
+    spec = kubeflow_v2_runner.compile_pipeline(settings, IMAGE, output)
+    pipeline = factory.create_pipeline(settings, pipeline_root=settings.pipeline_root, metadata_connection_config=None,
+                                       beam_pipeline_args=DATAFLOW, user_code_from='installed')
+    with open(output) as f:
+        assert json.load(f) == spec
+    return spec['pipelineSpec'], pipeline
+
+
+def test_every_component_runs_in_the_image_with_its_executor(compiled):
+    spec, pipeline = compiled
+    tasks = spec['root']['dag']['tasks']
+    executors = spec['deploymentSpec']['executors']
+    for node in pipeline.components:
+        if node.id == 'latest_blessed_model_resolver':  # compiled into two resolver tasks, no container
+            assert {f'{node.id}-model-resolver', f'{node.id}-model-blessing-resolver'} <= set(tasks)
+            continue
+        assert node.id in tasks, node.id
+        container = executors[f'{node.id}_executor']['container']
+        assert container['image'] == IMAGE
+        assert container['command'][-1] == 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor'
+        executor_class = node.executor_spec.executor_class
+        assert container['args'][:2] == ['--executor_class_path',
+                                         f'{executor_class.__module__}.{executor_class.__name__}'], node.id
+
+
+def test_beam_args_reach_every_beam_powered_component(compiled):
+    spec, pipeline = compiled
+    executors = spec['deploymentSpec']['executors']
+    beam_nodes = [node.id for node in pipeline.components if hasattr(node, 'executor_spec')
+                  and issubclass(node.executor_spec.executor_class, base_beam_executor.BaseBeamExecutor)]
+    assert {'ImageExampleGen', 'StatisticsGen', 'Transform', 'Evaluator'} <= set(beam_nodes)
+    for node_id in beam_nodes:
+        assert executors[f'{node_id}_executor']['container']['args'][-len(DATAFLOW):] == DATAFLOW, node_id
+
+
+def test_module_code_comes_from_the_image_and_nothing_is_uploaded(compiled):
+    spec, _ = compiled
+    parameters = {name: json.dumps(spec['root']['dag']['tasks'][name]) for name in ('Transform', 'Tuner', 'Trainer')}
+    assert 'petpark.modules.preprocessing.preprocessing_fn' in parameters['Transform']
+    assert 'petpark.modules.tuner.tuner_fn' in parameters['Tuner']
+    assert 'petpark.modules.trainer.run_fn' in parameters['Trainer']
+    assert not any('_wheels' in text or 'module_file' in text for text in parameters.values())
+
+
+def test_the_pipeline_root_stays_a_bucket(compiled):
+    spec, pipeline = compiled
+    assert pipeline.pipeline_info.pipeline_root == 'gs://petpark-bucket/home/pipeline_root/petpark'
+
+
+@pytest.mark.parametrize('value,message', [('--runner=Flink "unclosed', 'PETPARK_BEAM_ARGS: No closing quotation'),
+                                           ('runner=DataflowRunner', "must be a --flag=value, got 'runner=DataflowRunner'")])
+def test_bad_beam_args_are_named(value, message):
+    with pytest.raises(ValueError, match=message):
+        config.Settings.from_env({'beam_args': value}, environ={})
+
+
+def test_the_local_runner_takes_beam_args_from_the_settings(tmp_path):
+    from petpark.pipeline import local_runner
+    flink = ['--runner=FlinkRunner', '--flink_master=flink:8081', '--environment_type=LOOPBACK']
+    settings = config.Settings.from_env({'home': str(tmp_path), 'beam_args': ' '.join(flink)}, environ={})
+    assert local_runner.pipeline_beam_args(settings) == flink
+    default = config.Settings.from_env({'home': str(tmp_path), 'beam_workers': '2'}, environ={})
+    assert local_runner.pipeline_beam_args(default) == local_runner.beam_pipeline_args(2)
