@@ -2,6 +2,7 @@
 from typing import Iterable, List, Optional, Sequence
 
 from tfx.components.example_gen import utils
+from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact, channel, standard_artifacts, standard_component_specs
@@ -36,10 +37,14 @@ class ImageExampleGenSpec(ComponentSpec):
     }
 
 
-class ImageExampleGen(base_beam_component.BaseBeamComponent):
+class ImageExampleGen(FileBasedExampleGen):
     """Reads `<input_base>/<pattern>` image files (class folders or class file names) and an
     optional `metadata.csv` beside them into tf.Examples, split by a hash of the image id.
     `{SPAN}` in the pattern selects the latest span, as in TFX's ExampleGens.
+
+    A FileBasedExampleGen with its own spec, executor and driver, so that orchestrators that
+    treat FileBasedExampleGens specially (Kubeflow V2 runs TFX's span-resolving driver before
+    the executor) treat it so too; locally, ImageFolderDriver resolves spans.
 
     Outputs: `examples` (train/eval splits) and `ingestion_report`.
     """
@@ -87,4 +92,4 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
             allow_symlinks_outside_root=int(allow_symlinks_outside_root),
             examples=channel.Channel(type=standard_artifacts.Examples),
             ingestion_report=channel.Channel(type=IngestionReport))
-        super().__init__(spec=spec)
+        base_beam_component.BaseBeamComponent.__init__(self, spec=spec)  # not FileBasedExampleGen's arguments

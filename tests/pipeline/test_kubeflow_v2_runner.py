@@ -41,6 +41,14 @@ def test_every_component_runs_in_the_image_with_its_executor(compiled):
                                          f'{executor_class.__module__}.{executor_class.__name__}'], node.id
 
 
+def test_the_image_example_gen_resolves_spans_before_it_runs(compiled):
+    """Kubeflow V2 runs TFX's span-resolving driver before FileBasedExampleGens; ImageExampleGen is one."""
+    spec, _ = compiled
+    hook = spec['deploymentSpec']['executors']['ImageExampleGen_executor']['container']['lifecycle']['preCacheCheck']
+    assert hook['command'][-1] == 'tfx.orchestration.kubeflow.v2.file_based_example_gen.driver'
+    assert hook['args'][-len(DATAFLOW):] == DATAFLOW
+
+
 def test_beam_args_reach_every_beam_powered_component(compiled):
     spec, pipeline = compiled
     executors = spec['deploymentSpec']['executors']
