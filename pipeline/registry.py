@@ -111,6 +111,10 @@ class Record:
                     model_card=self.model_card)
 
 
+def _one(artifacts: Dict[str, List[metadata_store_pb2.Artifact]], key: str) -> Optional[metadata_store_pb2.Artifact]:
+    return (artifacts.get(key) or [None])[0]
+
+
 def _first(artifacts: List[metadata_store_pb2.Artifact], written: str) -> Optional[metadata_store_pb2.Artifact]:
     return next((a for a in artifacts if facts.prop(a, written, 0) == 1), None)
 
@@ -120,20 +124,19 @@ def record(lineage: Lineage, pushed: metadata_store_pb2.Artifact, model_name: st
     """Everything about one pushed version, by following MLMD's links from its push."""
     pusher = lineage.producer(pushed.id)
     pusher_inputs = lineage.inputs(pusher)
-    blessing = pusher_inputs['model_blessing'][0]
+    blessing = _one(pusher_inputs, 'model_blessing')
     evaluator = lineage.producer(blessing.id)
-    model = pusher_inputs['model'][0]
-    trainer = lineage.producer(model.id)
-    examples = lineage.inputs(evaluator)['examples'][0]
-    transform_graph = lineage.inputs(trainer)['transform_graph'][0]
-    hyperparameters = (lineage.inputs(trainer).get('hyperparameters') or [None])[0]
+    trainer = lineage.producer(_one(pusher_inputs, 'model').id)
+    trainer_inputs = lineage.inputs(trainer)
+    examples = _one(lineage.inputs(evaluator), 'examples')
     statistics = (lineage.downstream(examples.id, 'statistics') or [None])[0]
     card = _first(lineage.downstream(pushed.id, 'model_card'), 'written')
     gathered = facts.gather(
-        model_name=model_name, pushed=pushed, evaluation=lineage.outputs(evaluator)['evaluation'][0],
+        model_name=model_name, pushed=pushed, evaluation=_one(lineage.outputs(evaluator), 'evaluation'),
         blessing=blessing, examples=examples, statistics=statistics,
-        schema=lineage.input_of_producer(transform_graph, 'schema'), hyperparameters_artifact=hyperparameters,
-        infra_blessing=(pusher_inputs.get('infra_blessing') or [None])[0],
+        schema=lineage.input_of_producer(_one(trainer_inputs, 'transform_graph'), 'schema'),
+        hyperparameters_artifact=_one(trainer_inputs, 'hyperparameters'),
+        infra_blessing=_one(pusher_inputs, 'infra_blessing'),
         onnx_model=_first(lineage.downstream(pushed.id, 'onnx_model'), 'exported'),
         code_version=facts.prop(card, 'code_version', 'unknown'), class_id=features.POSITIVE_CLASS_ID)
     execution = lineage.store.get_executions_by_id([pusher])[0]
@@ -155,11 +158,13 @@ def records(settings) -> List[Record]:
 
 
 def find(settings, version: str) -> Record:
-    for found in records(settings):
-        if found.facts['version'] == version:
-            return found
-    raise ValueError(f'No pushed version {version!r} of {settings.model_name} in {settings.metadata_path} '
-                     f'(pushed: {[r.facts["version"] for r in records(settings)] or "none"})')
+    lineage = Lineage(settings.metadata_path, settings.pipeline_name)
+    pushes = {facts.prop(a, 'pushed_version'): a for a in lineage.pushes()}
+    if version not in pushes:
+        raise ValueError(f'No pushed version {version!r} of {settings.model_name} in {settings.metadata_path} '
+                         f'(pushed: {sorted(pushes) or "none"})')
+    return record(lineage, pushes[version], settings.model_name,
+                  labels_by_version(settings.models_config_path, settings.model_name))
 
 
 def lineage_tree(settings, version: str) -> Dict[str, Any]:
@@ -167,7 +172,8 @@ def lineage_tree(settings, version: str) -> Dict[str, Any]:
     lineage = Lineage(settings.metadata_path, settings.pipeline_name)
     pushed = next((a for a in lineage.pushes() if facts.prop(a, 'pushed_version') == version), None)
     if pushed is None:
-        find(settings, version)  # raises with the list of versions
+        raise ValueError(f'No pushed version {version!r} of {settings.model_name} in {settings.metadata_path} '
+                         f'(see `petpark models list`)')
     seen = set()
 
     def visit(artifact: metadata_store_pb2.Artifact) -> Dict[str, Any]:
