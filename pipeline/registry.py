@@ -190,22 +190,18 @@ def lineage_tree(settings, version: str) -> Dict[str, Any]:
     return visit(pushed)
 
 
-def _number(value, digits=3):
-    return '-' if value is None else f'{value:.{digits}f}'
-
-
 def list_lines(found: List[Record]) -> List[str]:
     header = f"{'version':<12}{'pushed at':<21}{'accuracy':>9}{'precision':>10}{'recall':>8}  {'worst slice':<46}" \
              f"{'serving check':<15}{'labels':<16}edge"
     lines = [header]
     for r in found:
         f, worst = r.facts, r.facts['worst_slice']
-        worst_text = f"{worst['slice']} {_number(worst['binary_accuracy'])} (n={_number(worst['example_count'], 0)})" \
+        worst_text = f"{worst['slice']} {render.number(worst['binary_accuracy'])} (n={render.number(worst['example_count'], 0)})" \
             if worst else '-'
         infra = f['serving_check']
         checks = f"{infra['latency_p99_ms']:.1f} ms p99" if infra else 'skipped'
-        lines.append(f"{f['version']:<12}{r.pushed_at:<21}{_number(f['metrics']['binary_accuracy']):>9}"
-                     f"{_number(f['metrics']['precision']):>10}{_number(f['metrics']['recall']):>8}  {worst_text:<46}"
+        lines.append(f"{f['version']:<12}{r.pushed_at:<21}{render.number(f['metrics']['binary_accuracy']):>9}"
+                     f"{render.number(f['metrics']['precision']):>10}{render.number(f['metrics']['recall']):>8}  {worst_text:<46}"
                      f"{checks:<15}{','.join(r.labels) or '-':<16}{'ONNX' if f['edge'] else '-'}")
     return lines
 
@@ -214,17 +210,17 @@ def show_lines(r: Record) -> List[str]:
     f = r.facts
     lines = [f"{f['model_name']} version {f['version']}, pushed {r.pushed_at} to {f['destination']}",
              f"  labels: {', '.join(r.labels) or 'none'}",
-             f"  metrics (eval split): " + ', '.join(f'{k} {_number(v, 0 if k == "example_count" else 3)}'
+             f"  metrics (eval split): " + ', '.join(f'{k} {render.number(v, 0 if k == "example_count" else 3)}'
                                                    for k, v in f['metrics'].items())]
     if f['worst_slice']:
         w = f['worst_slice']
-        lines.append(f"  worst slice: {w['slice']} accuracy {_number(w['binary_accuracy'])} on "
-                     f"{_number(w['example_count'], 0)} examples")
+        lines.append(f"  worst slice: {w['slice']} accuracy {render.number(w['binary_accuracy'])} on "
+                     f"{render.number(w['example_count'], 0)} examples")
     lines.append(f"  blessing: {'BLESSED' if f['blessing']['blessed'] else 'NOT blessed'}")
     lines += [f'    {t}' for t in f['blessing']['thresholds']]
     infra = f['serving_check']
     lines.append(f"  serving check: {infra['server']}, {'passed' if infra['blessed'] else 'FAILED'}, "
-                 f"p50 {_number(infra['latency_p50_ms'], 1)} ms, p99 {_number(infra['latency_p99_ms'], 1)} ms"
+                 f"p50 {render.number(infra['latency_p50_ms'], 1)} ms, p99 {render.number(infra['latency_p99_ms'], 1)} ms"
                  if infra else '  serving check: skipped')
     lines.append(f"  hyperparameters: {json.dumps(f['hyperparameters']) if f['hyperparameters'] else 'fixed (no Tuner)'}")
     data = f['data']

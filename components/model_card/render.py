@@ -10,14 +10,15 @@ CARD_MD, CARD_HTML, FACTS_JSON = 'model_card.md', 'model_card.html', 'facts.json
 _SLICE_HEADERS = ('slice', 'examples', 'accuracy', 'precision', 'recall', 'AUC', 'FPR@0.5', 'FNR@0.5')
 
 
-def _number(value, digits: int = 3) -> str:
+def number(value, digits: int = 3) -> str:
+    """A metric as the card and `petpark models` print it; '-' when absent."""
     return '-' if value is None else f'{value:.{digits}f}'
 
 
 def slice_row(row: Dict[str, Any]) -> List[str]:
     from petpark.components.model_card.facts import FAIRNESS_COLUMNS, SLICE_COLUMNS
-    return [row['slice'], _number(row['example_count'], 0)] + [
-        _number(row[key]) for key in SLICE_COLUMNS[1:] + FAIRNESS_COLUMNS]
+    return [row['slice'], number(row['example_count'], 0)] + [
+        number(row[key]) for key in SLICE_COLUMNS[1:] + FAIRNESS_COLUMNS]
 
 
 def plot(facts: Dict[str, Any], folder: str) -> None:
@@ -27,7 +28,7 @@ def plot(facts: Dict[str, Any], folder: str) -> None:
     from matplotlib import pyplot
     from petpark.components.model_card.facts import FAIRNESS_COLUMNS
     rows = facts['slices']
-    names = [f"{r['slice']} (n={_number(r['example_count'], 0)})" for r in rows]
+    names = [f"{r['slice']} (n={number(r['example_count'], 0)})" for r in rows]
     for file_name, series, title in (
             (SLICES_PLOT, [('binary_accuracy', 'accuracy'), ('precision', 'precision'), ('recall', 'recall')],
              'Metrics per slice'),
@@ -56,11 +57,11 @@ def markdown_card(facts: Dict[str, Any]) -> str:
              f"Cat/dog classifier; the score is P(dog). Served from `{facts['destination']}`.", '',
              '## Performance on the eval split', '',
              '| examples | accuracy | precision | recall | AUC |', '| --- | --- | --- | --- | --- |',
-             '| ' + ' | '.join([_number(metrics['example_count'], 0)] + [
-                 _number(metrics[k]) for k in ('binary_accuracy', 'precision', 'recall', 'auc')]) + ' |', '']
+             '| ' + ' | '.join([number(metrics['example_count'], 0)] + [
+                 number(metrics[k]) for k in ('binary_accuracy', 'precision', 'recall', 'auc')]) + ' |', '']
     if worst:
-        lines += [f"Worst slice: **{worst['slice']}**, accuracy {_number(worst['binary_accuracy'])} "
-                  f"on {_number(worst['example_count'], 0)} examples.", '']
+        lines += [f"Worst slice: **{worst['slice']}**, accuracy {number(worst['binary_accuracy'])} "
+                  f"on {number(worst['example_count'], 0)} examples.", '']
     lines += ['## Slices and fairness', '', '| ' + ' | '.join(_SLICE_HEADERS) + ' |',
               '|' + ' --- |' * len(_SLICE_HEADERS)]
     lines += ['| ' + ' | '.join(slice_row(row)) + ' |' for row in facts['slices']]
@@ -70,8 +71,8 @@ def markdown_card(facts: Dict[str, Any]) -> str:
     lines += [f'  - {threshold}' for threshold in facts['blessing']['thresholds']]
     if infra:
         verdict = 'passed' if infra['blessed'] else f"FAILED ({infra['reason']})"
-        lines.append(f"- Serving check ({infra['server']}): {verdict}; {_number(infra['requests'], 0)} gRPC "
-                     f"requests, p50 {_number(infra['latency_p50_ms'], 1)} ms, p99 {_number(infra['latency_p99_ms'], 1)} ms")
+        lines.append(f"- Serving check ({infra['server']}): {verdict}; {number(infra['requests'], 0)} gRPC "
+                     f"requests, p50 {number(infra['latency_p50_ms'], 1)} ms, p99 {number(infra['latency_p99_ms'], 1)} ms")
     else:
         lines.append('- Serving check: skipped (PETPARK_VALIDATE_SERVING=false)')
     lines += ['', '## Training', '',
