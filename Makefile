@@ -1,14 +1,18 @@
 # The two front-door commands: `make demo` and `make test`.
-.PHONY: setup demo test test-fast benchmark
+.PHONY: setup airflow demo test test-fast benchmark
 
 setup:
 	@bash scripts/bootstrap.sh
 
+# the Airflow environment (.venv-airflow): Airflow 2.10.5, PostgreSQL (pgserver), petpark
+airflow:
+	@bash scripts/bootstrap.sh airflow
+
 demo: setup
 	.venv/bin/petpark run
 
-test: setup
-	.venv/bin/python -m pytest tests
+test: setup airflow
+	PETPARK_REQUIRE_AIRFLOW=1 .venv/bin/python -m pytest tests
 
 test-fast: setup
 	.venv/bin/python -m pytest tests -m "not e2e"

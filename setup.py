@@ -54,6 +54,8 @@ setup(
         'edge': ['onnxruntime>=1.20', 'numpy', 'pillow', 'av'],
         # compiling for Kubeflow Pipelines v2 / Vertex AI (pipeline/kubeflow_v2_runner.py); 0.2.x keeps protobuf 3
         'kubeflow': ['kfp-pipeline-spec>=0.2.2,<0.3'],
+        # the Airflow environment (.venv-airflow, requirements/airflow-lock.txt): `petpark airflow up|down|status`
+        'airflow': ['apache-airflow==2.10.5', 'psycopg2-binary', 'pgserver', 'psutil'],
         'test': ['pytest', 'PyYAML', 'psutil', 'h2'],
     },
     entry_points={'console_scripts': ['petpark=petpark.pipeline.cli:main']},

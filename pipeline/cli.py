@@ -1,4 +1,4 @@
-"""`petpark` command line: synth (write the default dataset) and run (the whole pipeline)."""
+"""`petpark` command line: synth (write the default dataset), run (the whole pipeline), serving, registry, Airflow."""
 import argparse
 import datetime
 import json
@@ -108,6 +108,23 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _airflow(args: argparse.Namespace) -> int:
+    from petpark.pipeline import airflow_local
+    settings = config.Settings.from_env({'home': args.home}, check_data_root=False)
+    deployment = airflow_local.Deployment(settings)
+    if args.action == 'up':
+        if not settings.data_root and not synthetic_data.exists(settings.synthetic_data_root):
+            print(f'Generating {settings.synthetic_count} synthetic images into {settings.synthetic_data_root}')
+            synthetic_data.generate(settings.synthetic_data_root, settings.synthetic_count, settings.seed)
+        deployment.up()
+        print(f'export AIRFLOW_HOME={deployment.home} PATH={deployment.bin}:$PATH   # for airflow and tfx commands')
+    elif args.action == 'down':
+        deployment.down()
+    else:
+        print('\n'.join(deployment.status()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='petpark', description=__doc__)
     commands = parser.add_subparsers(dest='command', required=True)
@@ -173,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument('--json', action='store_true', help='JSON instead of a table')
     models.add_argument('--home', help='PETPARK_HOME')
     models.set_defaults(func=_models)
+
+    airflow = commands.add_parser(
+        'airflow', help='Airflow on this machine: PostgreSQL, LocalExecutor scheduler and webserver',
+        description='up: start PostgreSQL (initialised into <home>/airflow/postgres), migrate Airflow\'s database, '
+                    'start the scheduler and the webserver, recording their PIDs. down: stop them by those PIDs. '
+                    'status: what runs, on which ports, and the last DAG runs. Run it from the Airflow '
+                    'environment (`make airflow`): .venv-airflow/bin/petpark airflow up.')
+    airflow.add_argument('action', choices=['up', 'down', 'status'])
+    airflow.add_argument('--home', help='PETPARK_HOME')
+    airflow.set_defaults(func=_airflow)
     return parser
 
 

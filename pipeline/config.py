@@ -6,6 +6,7 @@ part of the settings becomes the one typed TrainingConfig (modules/training_conf
 validated here, before any component runs.
 """
 import dataclasses
+import datetime
 import json
 import os
 import shlex
@@ -87,6 +88,22 @@ SETTINGS: Dict[str, Setting] = {
                          '(Dataflow, Flink, Spark: see README). Empty: the local FnApiRunner, PETPARK_BEAM_WORKERS.'),
     'beam_workers': Setting('PETPARK_BEAM_WORKERS', 1,
                             'Beam DirectRunner workers; above 1 uses multi_processing (for large data).'),
+    'airflow_schedule': Setting('PETPARK_AIRFLOW_SCHEDULE', '@daily',
+                                'Airflow DAG schedule (cron or preset; none: triggered runs only); each run '
+                                'ingests the latest span.'),
+    'airflow_start_date': Setting('PETPARK_AIRFLOW_START_DATE', '2026-01-01',
+                                  'Airflow DAG start date (YYYY-MM-DD, UTC); catch-up is off.'),
+    'airflow_retries': Setting('PETPARK_AIRFLOW_RETRIES', 2, 'Retries of a failed Airflow task.'),
+    'airflow_retry_delay_s': Setting('PETPARK_AIRFLOW_RETRY_DELAY_S', 300,
+                                     'First retry delay in seconds; it doubles on each retry (at most 1 hour).'),
+    'airflow_web_port': Setting('PETPARK_AIRFLOW_WEB_PORT', 8080,
+                                '`petpark airflow up`: the webserver port on 127.0.0.1.'),
+    'airflow_db_port': Setting('PETPARK_AIRFLOW_DB_PORT', 0,
+                               '`petpark airflow up`: PostgreSQL port on 127.0.0.1; 0 picks a free one '
+                               'on the first start and keeps it.'),
+    'airflow_postgres_bin': Setting('PETPARK_AIRFLOW_POSTGRES_BIN', '',
+                                    "Folder with PostgreSQL's initdb/pg_ctl/postgres; empty: the pgserver "
+                                    'package\'s bundled PostgreSQL.'),
 }
 
 
@@ -149,11 +166,21 @@ class Settings:
     enable_cache: bool
     beam_args: str
     beam_workers: int
+    airflow_schedule: str
+    airflow_start_date: str
+    airflow_retries: int
+    airflow_retry_delay_s: int
+    airflow_web_port: int
+    airflow_db_port: int
+    airflow_postgres_bin: str
 
     @classmethod
     def from_env(cls, overrides: Optional[Mapping[str, Any]] = None,
-                 environ: Optional[Mapping[str, str]] = None) -> 'Settings':
-        """Environment values, then non-None `overrides`; local paths made absolute."""
+                 environ: Optional[Mapping[str, str]] = None, check_data_root: bool = True) -> 'Settings':
+        """Environment values, then non-None `overrides`; local paths made absolute.
+
+        `check_data_root=False` leaves a missing data folder to the ImageExampleGen run (a scheduled
+        DAG must still parse, and its run fail with the component's error)."""
         environ = os.environ if environ is None else environ
         values = {name: _parse(name, environ.get(s.env)) for name, s in SETTINGS.items()}
         for name, value in (overrides or {}).items():
@@ -164,16 +191,17 @@ class Settings:
         for name in ('home', 'data_root'):
             values[name] = absolute(values[name])
         settings = cls(**values)
-        settings.validate()
+        settings.validate(check_data_root)
         return settings
 
-    def validate(self) -> None:
-        if self.data_root and is_local(self.data_root) and not os.path.isdir(self.data_root):
+    def validate(self, check_data_root: bool = True) -> None:
+        if check_data_root and self.data_root and is_local(self.data_root) and not os.path.isdir(self.data_root):
             raise ValueError(f'PETPARK_DATA_ROOT: {self.data_root!r} is not a directory')
         weights = self.backbone_weights
         if weights and weights != 'imagenet' and is_local(weights) and not os.path.isfile(weights):
             raise ValueError(f'PETPARK_BACKBONE_WEIGHTS: no such file {weights!r}')
-        for name in ('tuner_steps', 'train_steps', 'eval_steps', 'beam_workers', 'synthetic_count', 'max_file_bytes'):
+        for name in ('tuner_steps', 'train_steps', 'eval_steps', 'beam_workers', 'synthetic_count', 'max_file_bytes',
+                     'airflow_retry_delay_s'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{SETTINGS[name].env} must be at least 1, got {getattr(self, name)}')
         if self.validation_server not in VALIDATION_SERVERS:
@@ -181,8 +209,22 @@ class Settings:
                              f'got {self.validation_server!r}')
         if self.validation_max_latency_ms <= 0:
             raise ValueError(f'PETPARK_VALIDATION_MAX_LATENCY_MS must be positive, got {self.validation_max_latency_ms}')
+        if self.airflow_retries < 0:
+            raise ValueError(f'PETPARK_AIRFLOW_RETRIES must be 0 or more, got {self.airflow_retries}')
+        for name in ('airflow_web_port', 'airflow_db_port'):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f'{SETTINGS[name].env} must be a port number, got {getattr(self, name)}')
+        self.airflow_start()
         self.beam_arg_list()
         self.training_config()
+
+    def airflow_start(self) -> datetime.datetime:
+        """PETPARK_AIRFLOW_START_DATE as a UTC datetime."""
+        try:
+            day = datetime.date.fromisoformat(self.airflow_start_date)
+        except ValueError:
+            raise ValueError(f'PETPARK_AIRFLOW_START_DATE must be YYYY-MM-DD, got {self.airflow_start_date!r}') from None
+        return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
 
     def beam_arg_list(self) -> List[str]:
         """PETPARK_BEAM_ARGS split as a shell would; each must be a --flag."""
@@ -251,6 +293,11 @@ class Settings:
     @property
     def model_card_dir(self) -> str:
         return os.path.join(self.home, 'model_cards', self.model_name)
+
+    @property
+    def airflow_home(self) -> str:
+        """AIRFLOW_HOME of `petpark airflow up`: airflow.cfg, dags/, logs/, postgres/."""
+        return os.path.join(self.home, 'airflow')
 
     @property
     def models_config_path(self) -> str:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with Python 3.10 and installs requirements/lock.txt plus petpark (editable).
+# `bootstrap.sh airflow` does the same for .venv-airflow from requirements/airflow-lock.txt.
 # Re-running is cheap: it reinstalls only when the lock or setup.py changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,19 +18,23 @@ find_python310() {
   return 1
 }
 
-stamp=.venv/.petpark-installed
-want="$(cat requirements/lock.txt setup.py | sha256sum | cut -d' ' -f1)"
+venv=.venv lock=requirements/lock.txt
+if [ "${1:-}" = airflow ]; then
+  venv=.venv-airflow lock=requirements/airflow-lock.txt
+fi
+stamp=$venv/.petpark-installed
+want="$(cat "$lock" setup.py | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x $venv/bin/python ]; then
   python=$(find_python310) || { echo "bootstrap: Python 3.10 not found (TFX 1.16 needs it); set PETPARK_PYTHON" >&2; exit 1; }
-  echo "bootstrap: creating .venv with $python"
-  "$python" -m venv .venv
+  echo "bootstrap: creating $venv with $python"
+  "$python" -m venv $venv
 fi
-echo "bootstrap: installing the locked stack into .venv (a few minutes on a fresh machine)"
-.venv/bin/python -m pip install -qq --disable-pip-version-check pip==26.3
-.venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -r requirements/lock.txt
-.venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -e .
+echo "bootstrap: installing $lock into $venv (a few minutes on a fresh machine)"
+$venv/bin/python -m pip install -qq --disable-pip-version-check pip==26.3
+$venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -r "$lock"
+$venv/bin/python -m pip install -qq --disable-pip-version-check --no-deps -e .
 echo "$want" > "$stamp"
-echo "bootstrap: ready (.venv/bin/petpark)"
+echo "bootstrap: ready ($venv/bin/petpark)"

@@ -14,7 +14,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # folder -> the requirement groups its imports may come from
-PARTS = {'pipeline': [''], 'components': [''], 'modules': [''], 'schemas': [''], 'serving': ['', 'serving', 'edge']}
+PARTS = {'pipeline': ['', 'airflow'], 'components': [''], 'modules': [''], 'schemas': [''], 'serving': ['', 'serving', 'edge']}
+# distributions of the Airflow environment (.venv-airflow) that the main environment does not have
+AIRFLOW_ONLY = {'psycopg2': 'psycopg2-binary'}
 
 
 def imported_modules(folder):
@@ -82,7 +84,8 @@ def test_every_direct_import_is_declared(folder):
     allowed = set().union(*(declared().get(group, set()) for group in PARTS[folder]))
     missing = {}
     for module, where in imported_modules(folder).items():
-        owner = distribution_of(module)
+        top = module.split('.')[0]
+        owner = AIRFLOW_ONLY[top] if top in AIRFLOW_ONLY and not importlib.util.find_spec(top) else distribution_of(module)
         if owner not in allowed:
             missing[owner] = f'{module} (imported in {where})'
     assert not missing, f'undeclared in setup.py for {folder}/: {missing}'
@@ -98,3 +101,21 @@ def test_installs_under_one_namespace():
     assert result.returncode == 0, result.stderr
     location, generic = result.stdout.strip().splitlines()
     assert location == os.path.join(REPO, 'pipeline', '__init__.py') and generic == '[]'
+
+
+def pins(path):
+    """{distribution: version} of a requirements file's `name==version` lines."""
+    lines = [line.split('==') for line in open(os.path.join(REPO, path)) if '==' in line and not line.startswith('#')]
+    return {normalize(name): version.strip() for name, version in lines}
+
+
+def test_the_airflow_environment_keeps_the_tfx_stack_of_the_main_lock():
+    """Installing Airflow moves none of the TFX stack: its constraints are the main lock's pins, and
+    the Airflow lock resolved with them has the same versions."""
+    main, airflow, constraints = pins('requirements/lock.txt'), pins('requirements/airflow-lock.txt'), \
+        pins('requirements/airflow-constraints.txt')
+    stack = {name for name in constraints if not name.startswith('opentelemetry')}
+    assert {'tfx', 'tensorflow', 'apache-beam', 'tensorflow-model-analysis', 'protobuf'} <= stack
+    assert {name: main[name] for name in stack} == {name: constraints[name] for name in stack}
+    assert {name: airflow[name] for name in constraints} == constraints
+    assert airflow['apache-airflow'] == '2.10.5' and {'psycopg2-binary', 'pgserver'} <= set(airflow)

@@ -188,6 +188,8 @@ def resolve(input_base: str, splits: Sequence[example_gen_pb2.Input.Split],
             range_config: Optional[range_config_pb2.RangeConfig]) -> Tuple[str, int, Optional[int]]:
     """(fingerprint, span, version) for local input, as TFX's calculate_splits_fingerprint_span_and_version
     computes it, without opening or stat-ing through any entry."""
+    if not os.path.isdir(input_base):
+        raise FileNotFoundError(f'ImageExampleGen: the input folder {input_base} does not exist or is not a folder')
     fingerprints, selected = [], None
     for split in splits:
         has_span, has_date, has_version = utils.verify_split_pattern_specs(split)

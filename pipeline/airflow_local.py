@@ -1,0 +1,396 @@
+"""`petpark airflow up|down|status`: a real Airflow deployment on one machine.
+
+PostgreSQL (pgserver's bundled build, or PETPARK_AIRFLOW_POSTGRES_BIN) is initialised into
+`<home>/airflow/postgres/` and listens on 127.0.0.1 only; Airflow's LocalExecutor scheduler and its
+webserver use it. Every process is started in its own process group, its PID written to
+`<home>/airflow/pids/<name>.pid`, and `down` stops it by that PID (SIGTERM, then SIGKILL).
+AIRFLOW_HOME is `<home>/airflow`: its airflow.cfg holds everything, so `airflow ...` and
+`tfx ... --engine airflow` commands work with only AIRFLOW_HOME set (`status` prints it).
+"""
+import importlib.util
+import json
+import os
+import pwd
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Dict, List, Optional
+
+from petpark.pipeline import config
+
+DB_NAME = 'airflow'
+DB_USER = 'airflow'
+POSTGRES = 'postgres'
+SERVICES = ('scheduler', 'webserver')
+STOP_SECONDS = 30
+START_SECONDS = 180
+# PostgreSQL refuses to run as root; as root, petpark runs it as this user.
+ROOT_POSTGRES_USER = 'nobody'
+
+
+class DeploymentError(ValueError):
+    """A deployment step failed; the message says which and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(('127.0.0.1', port)) == 0
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not running
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return True
+
+
+def postgres_bin(settings: config.Settings) -> str:
+    """The folder with initdb, pg_ctl and postgres."""
+    if settings.airflow_postgres_bin:
+        folder = settings.airflow_postgres_bin
+    else:
+        spec = importlib.util.find_spec('pgserver')
+        if spec is None or not spec.submodule_search_locations:
+            raise DeploymentError('PostgreSQL: the pgserver package is not installed (it is in the Airflow '
+                                  'environment: `make airflow`), and PETPARK_AIRFLOW_POSTGRES_BIN is empty')
+        folder = os.path.join(list(spec.submodule_search_locations)[0], 'pginstall', 'bin')
+    missing = [tool for tool in ('initdb', 'pg_ctl', 'postgres') if not os.access(os.path.join(folder, tool), os.X_OK)]
+    if missing:
+        raise DeploymentError(f'PETPARK_AIRFLOW_POSTGRES_BIN: {folder!r} has no executable {missing[0]}')
+    return folder
+
+
+class Deployment:
+    """One machine's Airflow under `<home>/airflow`, driven by the airflow executable next to this Python."""
+
+    def __init__(self, settings: config.Settings):
+        self.settings = settings
+        self.home = settings.airflow_home
+        self.bin = os.path.dirname(sys.executable)
+        self.state_path = os.path.join(self.home, 'deployment.json')
+
+    # paths
+    def _path(self, *parts: str) -> str:
+        return os.path.join(self.home, *parts)
+
+    def pid_file(self, name: str) -> str:
+        return self._path('pids', f'{name}.pid')
+
+    def log_file(self, name: str) -> str:
+        return self._path('logs', f'{name}.log')
+
+    @property
+    def pg_data(self) -> str:
+        return self._path('postgres', 'data')
+
+    def environment(self) -> Dict[str, str]:
+        """What every Airflow process gets: AIRFLOW_HOME, this venv first on PATH, absolute PETPARK_HOME."""
+        env = dict(os.environ)
+        env.update(AIRFLOW_HOME=self.home, PETPARK_HOME=self.settings.home,
+                   PATH=self.bin + os.pathsep + env.get('PATH', ''))
+        return env
+
+    def read_state(self) -> dict:
+        try:
+            with open(self.state_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
+
+    def _write_state(self, state: dict) -> None:
+        write_atomically(self.state_path, json.dumps(state, indent=1), mode=0o600)  # holds the admin password
+
+    def read_pid(self, name: str) -> Optional[int]:
+        try:
+            with open(self.pid_file(name)) as f:
+                return int(f.read().strip() or 0) or None
+        except (FileNotFoundError, ValueError):
+            return None
+
+    # up
+    def up(self, log=print) -> dict:
+        if importlib.util.find_spec('airflow') is None or not os.access(os.path.join(self.bin, 'airflow'), os.X_OK):
+            raise DeploymentError('Airflow is not installed in this environment. Create the Airflow environment '
+                                  'with `make airflow`, then run `.venv-airflow/bin/petpark airflow up`.')
+        for folder in ('pids', 'logs', 'dags'):
+            os.makedirs(self._path(folder), exist_ok=True)
+        state = self.read_state()
+        state.setdefault('db_port', self.settings.airflow_db_port or free_port())
+        state['web_port'] = self.settings.airflow_web_port
+        state.setdefault('secret_key', secrets.token_hex(16))
+        self._write_state(state)
+        self._write_config(state)
+        self._start_postgres(state['db_port'], log)
+        self._airflow(['db', 'migrate'], 'migrate', log, 'Airflow database migrated')
+        if not state.get('admin_password'):
+            state['admin_password'] = secrets.token_urlsafe(12)
+            self._airflow(['users', 'create', '--role', 'Admin', '--username', 'admin', '--password',
+                           state['admin_password'], '--email', 'admin@localhost', '--firstname', 'pet',
+                           '--lastname', 'park'], 'users', log, 'Airflow user admin created')
+            self._write_state(state)
+        self._start('scheduler', ['scheduler'], log)
+        if port_open(state['web_port']) and not pid_alive(self.read_pid('webserver')):
+            raise DeploymentError(f'PETPARK_AIRFLOW_WEB_PORT: port {state["web_port"]} on 127.0.0.1 is taken '
+                                  'by another program')
+        self._start('webserver', ['webserver'], log)
+        self._wait_for_web(state['web_port'])
+        log(f'Airflow UI http://127.0.0.1:{state["web_port"]} (user admin, password in {self.state_path})')
+        return state
+
+    def _write_config(self, state: dict) -> None:
+        logs = self._path('logs')
+        write_atomically(self._path('airflow.cfg'), f"""# Written by `petpark airflow up`; rewritten on each start.
+[core]
+dags_folder = {self._path('dags')}
+executor = LocalExecutor
+parallelism = 2
+load_examples = False
+# importing TensorFlow and TFX takes ~15 s on two cores
+dagbag_import_timeout = 240
+dag_file_processor_timeout = 300
+
+[database]
+sql_alchemy_conn = postgresql+psycopg2://{DB_USER}@127.0.0.1:{state['db_port']}/{DB_NAME}
+
+[logging]
+base_log_folder = {logs}
+dag_processor_manager_log_location = {os.path.join(logs, 'dag_processor_manager.log')}
+
+[scheduler]
+# new DAG files are found quickly; a known file is re-parsed every 5 minutes (each parse imports TFX)
+dag_dir_list_interval = 15
+min_file_process_interval = 300
+child_process_log_directory = {os.path.join(logs, 'scheduler')}
+
+[webserver]
+web_server_host = 127.0.0.1
+web_server_port = {state['web_port']}
+workers = 1
+secret_key = {state['secret_key']}
+""")
+
+    def _postgres_user(self) -> Optional[pwd.struct_passwd]:
+        return pwd.getpwnam(ROOT_POSTGRES_USER) if os.geteuid() == 0 else None
+
+    def _run_postgres_tool(self, args: List[str], what: str) -> None:
+        user = self._postgres_user()
+        ids = {'user': user.pw_uid, 'group': user.pw_gid} if user else {}
+        with open(self._path('postgres', 'setup.log'), 'ab') as out:
+            result = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, timeout=START_SECONDS, **ids)
+        if result.returncode:
+            raise DeploymentError(f'PostgreSQL: {what} failed (exit {result.returncode}); see '
+                                  f'{self._path("postgres", "setup.log")} and {self._path("postgres", "server.log")}')
+
+    def _start_postgres(self, port: int, log) -> None:
+        folder = self._path('postgres')
+        os.makedirs(folder, exist_ok=True)
+        user = self._postgres_user()
+        if user:
+            self._check_reachable(folder, user)
+            os.chown(folder, user.pw_uid, user.pw_gid)
+        tools = postgres_bin(self.settings)
+        if not os.path.isfile(os.path.join(self.pg_data, 'PG_VERSION')):
+            self._run_postgres_tool([os.path.join(tools, 'initdb'), '-D', self.pg_data, '-U', DB_USER,
+                                     '--auth=trust', '--encoding=UTF8', '--no-instructions'], 'initdb')
+            log(f'PostgreSQL initialised in {self.pg_data}')
+        if not pid_alive(self.read_pid(POSTGRES)):
+            if port_open(port):
+                raise DeploymentError(f'PostgreSQL: port {port} on 127.0.0.1 is taken by another program '
+                                      '(set PETPARK_AIRFLOW_DB_PORT, or delete deployment.json to pick a new one)')
+            self._run_postgres_tool([
+                os.path.join(tools, 'pg_ctl'), 'start', '-w', '-t', str(START_SECONDS), '-D', self.pg_data,
+                '-l', os.path.join(folder, 'server.log'),
+                '-o', f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''"], 'start')
+            with open(os.path.join(self.pg_data, 'postmaster.pid')) as f:
+                write_atomically(self.pid_file(POSTGRES), f.readline().strip())
+        self._create_database(port)
+        log(f'PostgreSQL on 127.0.0.1:{port} (pid {self.read_pid(POSTGRES)})')
+
+    @staticmethod
+    def _check_reachable(folder: str, user: pwd.struct_passwd) -> None:
+        """As root, PostgreSQL runs as `nobody`, which must be able to walk down to `folder`."""
+        parent = os.path.dirname(os.path.abspath(folder))
+        while True:
+            if not os.stat(parent).st_mode & 0o001:
+                raise DeploymentError(
+                    f'PostgreSQL refuses to run as root, so petpark runs it as {user.pw_name!r}, which cannot '
+                    f'enter {parent}: `chmod o+x {parent}`, choose a PETPARK_HOME it can reach, or run as a '
+                    'normal user')
+            if parent == os.path.dirname(parent):
+                return
+            parent = os.path.dirname(parent)
+
+    def _create_database(self, port: int) -> None:
+        import psycopg2
+        connection = psycopg2.connect(host='127.0.0.1', port=port, user=DB_USER, dbname='postgres', connect_timeout=10)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute('SELECT 1 FROM pg_database WHERE datname = %s', (DB_NAME,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE {DB_NAME}')
+        finally:
+            connection.close()
+
+    def _airflow(self, args: List[str], name: str, log, done: str) -> None:
+        with open(self.log_file(name), 'ab') as out:
+            result = subprocess.run([os.path.join(self.bin, 'airflow')] + args, stdout=out, stderr=subprocess.STDOUT,
+                                    env=self.environment(), timeout=600)
+        if result.returncode:
+            raise DeploymentError(f'`airflow {" ".join(args[:2])}` failed (exit {result.returncode}); '
+                                  f'see {self.log_file(name)}')
+        log(done)
+
+    def _start(self, name: str, args: List[str], log) -> None:
+        pid = self.read_pid(name)
+        if pid_alive(pid):
+            log(f'Airflow {name} already running (pid {pid})')
+            return
+        with open(self.log_file(name), 'ab') as out:
+            process = subprocess.Popen([os.path.join(self.bin, 'airflow')] + args, stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=self.environment(), start_new_session=True)
+        write_atomically(self.pid_file(name), str(process.pid))
+        time.sleep(2)
+        if process.poll() is not None:
+            raise DeploymentError(f'Airflow {name} exited at once (exit {process.returncode}); '
+                                  f'see {self.log_file(name)}')
+        log(f'Airflow {name} started (pid {process.pid}, log {self.log_file(name)})')
+
+    def _wait_for_web(self, port: int) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if not pid_alive(self.read_pid('webserver')):
+                raise DeploymentError(f'Airflow webserver stopped; see {self.log_file("webserver")}')
+            try:
+                with urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=5) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(2)
+        raise DeploymentError(f'Airflow webserver not answering on 127.0.0.1:{port} after {START_SECONDS} s; '
+                              f'see {self.log_file("webserver")}')
+
+    # down
+    def down(self, log=print) -> None:
+        for name in reversed(SERVICES):
+            self._stop_group(name, log)
+        pid = self.read_pid(POSTGRES)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+            if not wait_gone(pid, STOP_SECONDS):
+                os.kill(pid, signal.SIGKILL)
+                wait_gone(pid, 5)
+            log(f'PostgreSQL stopped (pid {pid})')
+        remove(self.pid_file(POSTGRES))
+
+    def _stop_group(self, name: str, log) -> None:
+        """Stops the process group the service leads (LocalExecutor workers, gunicorn workers) by its PID."""
+        import psutil
+        pid = self.read_pid(name)
+        if pid_alive(pid):
+            try:  # task processes start their own sessions, so the group alone misses them
+                descendants = psutil.Process(pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                descendants = []
+            signal_group(pid, signal.SIGTERM)
+            if not wait_gone(pid, STOP_SECONDS):
+                signal_group(pid, signal.SIGKILL)
+                wait_gone(pid, 5)
+            signal_group(pid, signal.SIGKILL)
+            for process in descendants:
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(descendants, timeout=5)
+            log(f'Airflow {name} stopped (pid {pid})')
+        remove(self.pid_file(name))
+
+    # status
+    def status(self) -> List[str]:
+        state = self.read_state()
+        if not state:
+            return [f'No Airflow deployment in {self.home} (start one with `petpark airflow up`)']
+        ports = {POSTGRES: state.get('db_port'), 'webserver': state.get('web_port'), 'scheduler': None}
+        lines = [f'AIRFLOW_HOME={self.home}']
+        for name in (POSTGRES,) + SERVICES:
+            pid = self.read_pid(name)
+            where = f' on 127.0.0.1:{ports[name]}' if ports[name] else ''
+            lines.append(f'  {name:<10} ' + (f'running (pid {pid}){where}' if pid_alive(pid) else 'stopped'))
+        if pid_alive(self.read_pid(POSTGRES)):
+            runs = self.last_runs(state['db_port'])
+            lines.append('Last DAG runs:' if runs else 'No DAG runs yet.')
+            lines += [f"  {r['dag_id']}  {r['run_id']}  {r['state']}  started {r['start_date'] or '-'}  "
+                      f"ended {r['end_date'] or '-'}" for r in runs]
+        return lines
+
+    def last_runs(self, port: int, limit: int = 5) -> List[dict]:
+        import psycopg2
+        connection = psycopg2.connect(host='127.0.0.1', port=port, user=DB_USER, dbname=DB_NAME, connect_timeout=10)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT to_regclass('dag_run')")
+                if cursor.fetchone()[0] is None:
+                    return []
+                cursor.execute('SELECT dag_id, run_id, state, start_date, end_date FROM dag_run '
+                               'ORDER BY COALESCE(start_date, queued_at, execution_date) DESC LIMIT %s', (limit,))
+                names = [column[0] for column in cursor.description]
+                return [dict(zip(names, row)) for row in cursor.fetchall()]
+        finally:
+            connection.close()
+
+
+def signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        try:  # reap it if it is our child
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    return not pid_alive(pid)
+
+
+def remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
+    temporary = f'{path}.tmp-{os.getpid()}'
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), 'w') as f:
+        f.write(text if text.endswith('\n') else text + '\n')
+    os.replace(temporary, path)

@@ -1,0 +1,39 @@
+"""The Airflow launcher records an artifact given under two input keys as one MLMD input event."""
+import pytest
+from tfx.types import standard_artifacts
+
+from petpark.pipeline import airflow_launcher, config
+
+
+def model(artifact_id):
+    artifact = standard_artifacts.Model()
+    artifact.id = artifact_id
+    return artifact
+
+
+def test_an_artifact_under_two_keys_is_registered_once_and_others_are_kept():
+    candidate, other, examples = model(7), model(8), model(3)
+    inputs = {'examples': [examples], 'model': [candidate], 'baseline_model': [candidate, other]}
+    kept = airflow_launcher.first_occurrences(inputs)
+    assert {key: [a.id for a in artifacts] for key, artifacts in kept.items()} == \
+        {'examples': [3], 'model': [7], 'baseline_model': [8]}
+    assert [a.id for a in inputs['baseline_model']] == [7, 8]  # what the executor gets is untouched
+    assert airflow_launcher.first_occurrences(None) == {}
+
+
+@pytest.mark.parametrize('name,value,message', [
+    ('PETPARK_AIRFLOW_START_DATE', '28/11/2026', 'YYYY-MM-DD'),
+    ('PETPARK_AIRFLOW_RETRIES', '-1', '0 or more'),
+    ('PETPARK_AIRFLOW_RETRY_DELAY_S', '0', 'at least 1'),
+    ('PETPARK_AIRFLOW_WEB_PORT', '70000', 'port number'),
+])
+def test_bad_airflow_settings_are_named(name, value, message):
+    with pytest.raises(ValueError, match=f'{name}.*{message}|{name} must'):
+        config.Settings.from_env(environ={name: value})
+
+
+def test_a_missing_data_folder_is_left_to_the_run_when_asked():
+    with pytest.raises(ValueError, match='PETPARK_DATA_ROOT'):
+        config.Settings.from_env(environ={'PETPARK_DATA_ROOT': '/nonexistent/photos'})
+    settings = config.Settings.from_env(environ={'PETPARK_DATA_ROOT': '/nonexistent/photos'}, check_data_root=False)
+    assert settings.data_root == '/nonexistent/photos'
