@@ -12,8 +12,6 @@ else:  # a top-level module in the user-module wheel TFX builds from this folder
     import features
     import training_config
 
-MOBILENET_ALPHA = 0.25
-
 
 def hyperparameters(values: Optional[Dict[str, Any]] = None) -> keras_tuner.HyperParameters:
     """HyperParameters fixed to `values` (the declared first value for any not given)."""
@@ -40,8 +38,9 @@ def build_model(keras: ModuleType, hp: keras_tuner.HyperParameters, image_size: 
                 backbone: str, backbone_weights: Optional[str], decay_steps: int):
     """A compiled binary classifier: {image_xf: pixels [size, size, 3] in [0, 1]} -> P(dog).
 
-    backbone: 'cnn' (small conv net trained from scratch) or 'mobilenet' (MobileNet v1
-    alpha 0.25; backbone_weights is a local .h5 path, 'imagenet' to download, or None).
+    backbone: 'cnn' (small conv net trained from scratch) or a pretrained backbone of
+    training_config.PRETRAINED (frozen), whose backbone_weights file the TrainingConfig has
+    checked by sha256 ('imagenet' downloads).
     KerasTuner and the Trainer pass every argument from the one TrainingConfig.
     The learning rate follows a cosine decay to zero over `decay_steps` (the run's length),
     so the weights, and BatchNorm's moving statistics with them, settle by the end.
@@ -55,9 +54,12 @@ def build_model(keras: ModuleType, hp: keras_tuner.HyperParameters, image_size: 
         x = layers.RandomZoom(strength)(x)
         x = layers.RandomTranslation(strength, strength)(x)
         x = layers.RandomContrast(strength)(x)
-    if backbone == 'mobilenet':
-        base = keras.applications.MobileNet(
-            input_shape=(image_size, image_size, 3), alpha=MOBILENET_ALPHA, include_top=False,
+    pretrained = training_config.pretrained(backbone)
+    if pretrained is not None:
+        if not backbone_weights:
+            raise ValueError(f'backbone {backbone!r} needs its weights file ({pretrained.file_name})')
+        base = getattr(keras.applications, pretrained.architecture)(
+            input_shape=(image_size, image_size, 3), alpha=pretrained.alpha, include_top=False,
             weights=backbone_weights, pooling='avg')
         base.trainable = False
         x = base(layers.Rescaling(2.0, offset=-1.0)(x), training=False)
@@ -70,7 +72,7 @@ def build_model(keras: ModuleType, hp: keras_tuner.HyperParameters, image_size: 
             x = layers.MaxPooling2D()(x)
         x = layers.GlobalAveragePooling2D()(x)
     else:
-        raise ValueError(f"backbone must be 'cnn' or 'mobilenet', got {backbone!r}")
+        raise ValueError(f'backbone must be one of {training_config.BACKBONES}, got {backbone!r}')
     x = layers.Dense(hp.get('dense_units'), activation='relu')(x)
     x = layers.Dropout(hp.get('dropout'))(x)
     outputs = layers.Dense(1, activation='sigmoid', name='probability')(x)

@@ -7,9 +7,44 @@ Transform. Module code reads its sections back with `from_custom_config`, which 
 missing or unknown keys: module code has no defaults of its own.
 """
 import dataclasses
+import hashlib
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-BACKBONES = ('cnn', 'mobilenet')
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """An ImageNet backbone from a local Keras `include_top=False` .h5 file with a known sha256."""
+    architecture: str  # keras.applications class name
+    alpha: float
+    sha256: str
+    file_name: str  # the name it is published under
+
+
+# Pretrained backbones; their weights file is required and must match the hash before loading.
+PRETRAINED = {
+    'mobilenet_v1_0.25': Backbone('MobileNet', 0.25, 'dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf',
+                                  'mobilenet_2_5_224_tf_no_top.h5'),
+    'mobilenet_v2_0.5': Backbone('MobileNetV2', 0.5, '279052de2cfa801003aa6cc25cc4d007d35dd0b76f06935268c79788b7642d05',
+                                 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'),
+    'mobilenet_v1_1.0': Backbone('MobileNet', 1.0, 'ef63c534309bf71b631adc7047c670cc4871f57465917588909aa3a3d2f7055c',
+                                 'mobilenet_v1_1_0_224_imagenet_no_top_converted.h5'),
+}
+ALIASES = {'mobilenet': 'mobilenet_v1_0.25'}  # the name the first transfer-learning backbone had
+BACKBONES = ('cnn',) + tuple(ALIASES) + tuple(PRETRAINED)
+
+
+def pretrained(backbone: str) -> Optional[Backbone]:
+    """The pretrained backbone `backbone` names (None for 'cnn')."""
+    return PRETRAINED.get(ALIASES.get(backbone, backbone))
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 TUNER_ALGORITHMS = ('random', 'bayesian', 'hyperband')
 MIN_IMAGE_SIZE = 16
 
@@ -86,9 +121,10 @@ class ModelConfig:
 
     def validate(self, where: str) -> None:
         if self.backbone not in BACKBONES:
-            raise ConfigError(f'{where}.backbone', f"must be 'cnn' or 'mobilenet', got {self.backbone!r}")
+            raise ConfigError(f'{where}.backbone', f'must be one of {", ".join(BACKBONES)}; got {self.backbone!r}')
         if self.backbone_weights is not None and not isinstance(self.backbone_weights, str):
             raise ConfigError(f'{where}.backbone_weights', f'must be a path, got {self.backbone_weights!r}')
+        self._check_weights(where)
         unknown = sorted(set(self.search_space) - set(HYPERPARAMETERS))
         if unknown:
             raise ConfigError(f'{where}.search_space', f'has unknown hyperparameters {unknown}; '
@@ -101,6 +137,27 @@ class ModelConfig:
                 raise ConfigError(f'{where}.search_space', f'{name!r} needs a non-empty list of values, got {values!r}')
             for value in values:
                 HYPERPARAMETERS[name].check(name, value)
+
+    def _check_weights(self, where: str) -> None:
+        """A pretrained backbone needs its weights file, byte for byte: never a silent random init."""
+        backbone = pretrained(self.backbone)
+        if backbone is None:
+            if self.backbone_weights:
+                raise ConfigError(f'{where}.backbone_weights', f'is for pretrained backbones; {self.backbone!r} '
+                                                               'trains from scratch')
+            return
+        if not self.backbone_weights:
+            raise ConfigError(f'{where}.backbone_weights', f'is required for {self.backbone!r}: the local '
+                                                           f'{backbone.file_name} (sha256 {backbone.sha256[:12]}…)')
+        if self.backbone_weights == 'imagenet':
+            return  # Keras downloads its own file and checks its own hash
+        path = self.backbone_weights
+        if not os.path.isfile(path):
+            raise ConfigError(f'{where}.backbone_weights', f'{path!r} is not a file (expected {backbone.file_name})')
+        digest = file_sha256(path)
+        if digest != backbone.sha256:
+            raise ConfigError(f'{where}.backbone_weights', f'{path!r} has sha256 {digest}, not the {self.backbone} '
+                                                           f'weights ({backbone.file_name}, {backbone.sha256})')
 
     def fixed_hyperparameters(self) -> Dict[str, Any]:
         """The first value of each hyperparameter: what trains when the Tuner does not run."""

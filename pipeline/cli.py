@@ -6,6 +6,7 @@ import os
 import sys
 from typing import List, Optional
 
+from petpark.modules import training_config
 from petpark.pipeline import config, console, synthetic_data
 
 
@@ -141,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--data-root', help='input images (PETPARK_DATA_ROOT)')
     run.add_argument('--home', help='pipeline root, MLMD and serving directory (PETPARK_HOME)')
     run.add_argument('--input-pattern', help='glob under the data root (PETPARK_INPUT_PATTERN)')
-    run.add_argument('--backbone', choices=['cnn', 'mobilenet'], help='PETPARK_BACKBONE')
-    run.add_argument('--backbone-weights', help='PETPARK_BACKBONE_WEIGHTS: local .h5 path or imagenet')
+    run.add_argument('--backbone', choices=training_config.BACKBONES, help='PETPARK_BACKBONE')
+    run.add_argument('--backbone-weights', help="PETPARK_BACKBONE_WEIGHTS: the backbone's local .h5 (sha256-checked)")
     run.add_argument('--tune', action=argparse.BooleanOptionalAction, default=None,
                      help='run the KerasTuner search (PETPARK_TUNE)')
     run.add_argument('--set', action='append', metavar='NAME=VALUE',

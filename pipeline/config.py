@@ -47,9 +47,12 @@ SETTINGS: Dict[str, Setting] = {
     'synthetic_count': Setting('PETPARK_SYNTHETIC_COUNT', 600, 'Images in the generated default dataset.'),
     'seed': Setting('PETPARK_SEED', 0, 'Seed for data generation, tuning and training.'),
     'image_size': Setting('PETPARK_IMAGE_SIZE', 64, 'Model input size in pixels (Transform resizes to it).'),
-    'backbone': Setting('PETPARK_BACKBONE', 'cnn', "'cnn' (from scratch) or 'mobilenet' (transfer learning)."),
+    'backbone': Setting('PETPARK_BACKBONE', 'cnn',
+                        "'cnn' (from scratch) or a frozen ImageNet backbone: mobilenet_v1_0.25 ('mobilenet'), "
+                        'mobilenet_v2_0.5, mobilenet_v1_1.0.'),
     'backbone_weights': Setting('PETPARK_BACKBONE_WEIGHTS', '',
-                                "MobileNet weights: a local .h5 path, 'imagenet' (downloads) or empty (random)."),
+                                "The backbone's local Keras no_top .h5, required and checked against its sha256 "
+                                "before anything runs ('imagenet' downloads)."),
     'tune': Setting('PETPARK_TUNE', True, 'Run the KerasTuner search; false trains with fixed hyperparameters.'),
     'search_space': Setting('PETPARK_SEARCH_SPACE', '',
                             'JSON {name: [values]} over the default search space; with tuning off, '
@@ -188,8 +191,9 @@ class Settings:
                 raise ValueError(f'Unknown setting {name!r}')
             if value is not None:
                 values[name] = _parse(name, value)
-        for name in ('home', 'data_root'):
-            values[name] = absolute(values[name])
+        for name in ('home', 'data_root', 'backbone_weights'):
+            if values[name] != 'imagenet':
+                values[name] = absolute(values[name])
         settings = cls(**values)
         settings.validate(check_data_root)
         return settings
@@ -197,9 +201,6 @@ class Settings:
     def validate(self, check_data_root: bool = True) -> None:
         if check_data_root and self.data_root and is_local(self.data_root) and not os.path.isdir(self.data_root):
             raise ValueError(f'PETPARK_DATA_ROOT: {self.data_root!r} is not a directory')
-        weights = self.backbone_weights
-        if weights and weights != 'imagenet' and is_local(weights) and not os.path.isfile(weights):
-            raise ValueError(f'PETPARK_BACKBONE_WEIGHTS: no such file {weights!r}')
         for name in ('tuner_steps', 'train_steps', 'eval_steps', 'beam_workers', 'synthetic_count', 'max_file_bytes',
                      'airflow_retry_delay_s'):
             if getattr(self, name) < 1:

@@ -49,9 +49,27 @@ def test_search_space_declares_choices_and_rejects_unknown_names():
 
 
 def test_unknown_backbone_is_rejected():
-    with pytest.raises(ValueError, match="backbone must be 'cnn' or 'mobilenet'"):
+    with pytest.raises(ValueError, match='backbone must be one of'):
         model.build_model(tf_keras, model.hyperparameters(), 32, backbone='resnet', backbone_weights=None,
                           decay_steps=10)
+
+
+def test_a_pretrained_backbone_without_weights_is_an_error_not_a_random_init():
+    with pytest.raises(ValueError, match='needs its weights file'):
+        model.build_model(tf_keras, model.hyperparameters(), 32, backbone='mobilenet_v2_0.5', backbone_weights=None,
+                          decay_steps=10)
+
+
+@pytest.mark.parametrize('name,params', [('mobilenet_v1_0.25', 218544), ('mobilenet_v2_0.5', 706224),
+                                         ('mobilenet_v1_1.0', 3228864)])
+def test_each_pretrained_backbone_loads_its_checked_file_frozen(shared_dir, name, params):
+    backbone = training_config.PRETRAINED[name]
+    weights = os.path.join(shared_dir, 'models', backbone.file_name)
+    config = training_config.ModelConfig(name, weights, training_config.search_space_with(None))
+    config.validate('model')  # the sha256 check
+    net = model.build_model(tf_keras, model.hyperparameters(), 96, name, weights, decay_steps=10)
+    base = next(layer for layer in net.layers if layer.name.startswith('mobilenet'))
+    assert not base.trainable and base.count_params() == params
 
 
 def test_mobilenet_loads_local_imagenet_weights_frozen(shared_dir):

@@ -23,8 +23,11 @@ def test_environment_then_overrides(tmp_path):
 @pytest.mark.parametrize('env,message', [
     ({'PETPARK_TRAIN_STEPS': 'many'}, "PETPARK_TRAIN_STEPS='many'"),
     ({'PETPARK_TUNE': 'maybe'}, 'PETPARK_TUNE=.*true/false'),
-    ({'PETPARK_BACKBONE': 'resnet'}, "PETPARK_BACKBONE must be 'cnn' or 'mobilenet'"),
-    ({'PETPARK_BACKBONE_WEIGHTS': '/no/such.h5'}, 'no such file'),
+    ({'PETPARK_BACKBONE': 'resnet'}, 'PETPARK_BACKBONE must be one of cnn, mobilenet, mobilenet_v1_0.25'),
+    ({'PETPARK_BACKBONE': 'mobilenet_v2_0.5'}, 'PETPARK_BACKBONE_WEIGHTS is required for .mobilenet_v2_0.5.'),
+    ({'PETPARK_BACKBONE': 'mobilenet', 'PETPARK_BACKBONE_WEIGHTS': '/nonexistent.h5'},
+     "PETPARK_BACKBONE_WEIGHTS '/nonexistent.h5' is not a file"),
+    ({'PETPARK_BACKBONE_WEIGHTS': '/etc/hostname'}, 'PETPARK_BACKBONE_WEIGHTS is for pretrained backbones'),
     ({'PETPARK_DATA_ROOT': '/no/such/dir'}, 'PETPARK_DATA_ROOT.*not a directory'),
     ({'PETPARK_BATCH_SIZE': '0'}, 'PETPARK_BATCH_SIZE must be at least 1'),
     ({'PETPARK_TUNER_ALGORITHM': 'grid'}, 'PETPARK_TUNER_ALGORITHM'),
@@ -36,6 +39,15 @@ def test_environment_then_overrides(tmp_path):
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(ValueError, match=message):
         config.Settings.from_env(environ=env)
+
+
+def test_a_weights_file_with_another_hash_is_rejected_before_anything_runs(tmp_path):
+    impostor = tmp_path / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5'
+    impostor.write_bytes(b'not the published weights')
+    with pytest.raises(ValueError, match='PETPARK_BACKBONE_WEIGHTS .* has sha256 [0-9a-f]{64}, not the '
+                                         'mobilenet_v2_0.5 weights'):
+        config.Settings.from_env(environ={'PETPARK_BACKBONE': 'mobilenet_v2_0.5',
+                                          'PETPARK_BACKBONE_WEIGHTS': str(impostor)})
 
 
 def test_unknown_override_is_rejected():
