@@ -6,9 +6,10 @@
    floor (a fresh process importing TensorFlow and TFX's local runner), medians of 3.
 2. Ingestion scale: the pipeline up to Transform on a folder of real photos (default
    ../shared/data/kaggle_dogs_vs_cats_128, 21,991 images): images/second for ImageExampleGen,
-   StatisticsGen and Transform.
+   StatisticsGen and Transform, for each number of Beam workers asked for (a fresh home each),
+   and each one's speed-up over the first.
 
-    .venv/bin/python benchmarks/pipeline_benchmark.py [--scale-data DIR] [--skip-demo] [--skip-scale]
+    .venv/bin/python benchmarks/pipeline_benchmark.py [--scale-data DIR] [--beam-workers 1 2] [--skip-demo] [--skip-scale]
 """
 import argparse
 import os
@@ -78,27 +79,29 @@ def startup(settings: config.Settings) -> None:
           f'(floor + {cached_s - floor_s:.1f} s; target within 3 s)')
 
 
-def scale(work: str, data_root: str, beam_workers: int) -> None:
-    if not os.path.isdir(data_root):
-        print(f'Scale benchmark skipped: {data_root} not found')
-        return
-    settings = config.Settings.from_env({'home': os.path.join(work, 'scale'), 'data_root': data_root,
+def scale(work: str, data_root: str, beam_workers: int) -> dict:
+    """{component: images/s} (and 'wall') of one run up to Transform with `beam_workers`."""
+    settings = config.Settings.from_env({'home': os.path.join(work, f'scale-w{beam_workers}'), 'data_root': data_root,
                                          'beam_workers': beam_workers}, environ={})
-    wall, record = timed_run(settings, os.path.join(work, 'scale.log'), stop_after='Transform')
+    wall, record = timed_run(settings, os.path.join(work, f'scale-w{beam_workers}.log'), stop_after='Transform')
     report = summary.ingestion_report(record)
     images = report['examples']
     print(f'Scale: {data_root} up to Transform, Beam workers={beam_workers}, image size {settings.image_size}')
     print(f"  {images} examples from {report['total_files']} files; rejected {report['rejected'] or 'none'}")
+    rates = {'wall': wall}
     for node in SCALE_COMPONENTS:
         seconds = record.seconds[node]
-        print(f'  {node:<20} {seconds:8.1f} s  {images / seconds:8.1f} images/s')
-    print(f'  {"total (wall)":<20} {wall:8.1f} s')
+        rates[node] = images / seconds
+        print(f'  {node:<20} {seconds:8.1f} s  {rates[node]:8.1f} images/s')
+    print(f'  {"total (wall)":<20} {wall:8.1f} s', flush=True)
+    return rates
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--scale-data', default=DEFAULT_SCALE_DATA, help='folder of <class>/* photos')
-    parser.add_argument('--beam-workers', type=int, default=1, help='Beam workers for the scale run')
+    parser.add_argument('--beam-workers', type=int, nargs='+', default=[1],
+                        help='Beam workers for the scale runs, one run each (e.g. 1 2)')
     parser.add_argument('--skip-demo', action='store_true')
     parser.add_argument('--skip-scale', action='store_true')
     parser.add_argument('--work', help='working folder (default: a new temporary folder)')
@@ -107,8 +110,15 @@ def main() -> int:
     print(f'Working in {work}; machine: {os.cpu_count()} cores')
     if not args.skip_demo:
         demo(work)
-    if not args.skip_scale:
-        scale(work, os.path.abspath(args.scale_data), args.beam_workers)
+    data_root = os.path.abspath(args.scale_data)
+    if not args.skip_scale and not os.path.isdir(data_root):
+        print(f'Scale benchmark skipped: {data_root} not found')
+    elif not args.skip_scale:
+        rates = {workers: scale(work, data_root, workers) for workers in args.beam_workers}
+        base = args.beam_workers[0]
+        for workers in args.beam_workers[1:]:
+            ratios = ', '.join(f'{node} {rates[workers][node] / rates[base][node]:.2f}x' for node in SCALE_COMPONENTS)
+            print(f'Beam workers {workers} / {base}: {ratios}; wall {rates[base]["wall"] / rates[workers]["wall"]:.2f}x')
     return 0
 
 
