@@ -11,6 +11,8 @@ GRAYSCALE_KEY = 'is_grayscale'
 CAMERA_KEY = 'camera_id'
 CAPTURED_AT_KEY = 'captured_at'
 LIGHTING_KEY = 'lighting'
+# Image id of the first photo of its exact/near-duplicate group (its own id when unique); train/eval are split by it.
+DUPLICATE_GROUP_KEY = 'duplicate_group'
 
 # Class names in output order: index 1 is the positive class for binary metrics.
 LABELS = ('cat', 'dog')

@@ -88,6 +88,10 @@ def describe(run: RunRecord) -> List[str]:
         lines.append(f"Data: {report['examples']} examples from {report['total_files']} files; "
                      f"converted {report['converted'] or 'none'}; rejected {report['rejected'] or 'none'}"
                      f" (report: {report['path']})")
+        found = report.get('duplicates')
+        if found:
+            lines.append(f"  duplicates: {found['groups']} groups of {found['photos_in_groups']} photos "
+                         f"({found['exact_pairs']} exact, {found['near_pairs']} near), each kept in one split")
     evaluation = run.output('Evaluator', 'evaluation')
     if evaluation is not None:
         lines.append('Evaluation on the eval split (positive class: dog, threshold 0.5):')

@@ -75,7 +75,7 @@ class ImageExampleGen(FileBasedExampleGen):
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=train_buckets),
                     example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=100 - train_buckets)],
-            partition_feature_name=features.IMAGE_ID_KEY))
+            partition_feature_name=features.DUPLICATE_GROUP_KEY))
         spec = ImageExampleGenSpec(
             input_base=input_base,
             input_config=utils.make_default_input_config(input_pattern),

@@ -42,10 +42,14 @@ def is_grayscale(original: Image.Image, rgb: np.ndarray) -> bool:
     return float(np.percentile(spread, 99)) <= 8
 
 
+RGB_IMAGE = '_rgb_image'
+
+
 def decode_image_file(data: bytes) -> Tuple[bytes, Dict[str, Any], Optional[str]]:
     """Validates encoded image bytes.
 
-    Returns (bytes the model will read, image-derived features, conversion reason).
+    Returns (bytes the model will read, image-derived features, conversion reason); the derived
+    features also hold RGB_IMAGE, the decoded picture (for duplicate fingerprints; not a feature).
     Raises FileRejected for files that cannot be used.
     """
     if not data:
@@ -74,5 +78,6 @@ def decode_image_file(data: bytes) -> Tuple[bytes, Dict[str, Any], Optional[str]
         features.HEIGHT_KEY: rgb_image.height,
         features.BRIGHTNESS_KEY: float((pixels @ np.array([0.299, 0.587, 0.114])).mean() / 255.0),
         features.GRAYSCALE_KEY: int(is_grayscale(image, pixels)),
+        RGB_IMAGE: rgb_image,
     }
     return data, derived, reason

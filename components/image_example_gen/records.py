@@ -13,7 +13,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 import tensorflow as tf
 from tfx.dsl.io import fileio
 
-from petpark.components.image_example_gen import images
+from petpark.components.image_example_gen import duplicates, images
 from petpark.components.image_example_gen.labels import LabelRule
 from petpark.components.image_example_gen.rejections import FileRejected
 from petpark.modules import features
@@ -75,6 +75,7 @@ def make_example(image_id: str, label: str, data: bytes, derived: Dict[str, Any]
         features.BRIGHTNESS_KEY: tf.train.Feature(
             float_list=tf.train.FloatList(value=[derived[features.BRIGHTNESS_KEY]])),
         features.LIGHTING_KEY: _bytes_feature(lighting),
+        features.DUPLICATE_GROUP_KEY: _bytes_feature(image_id),  # until duplicates are grouped
     }
     for key in (features.CAMERA_KEY, features.CAPTURED_AT_KEY):
         value = (metadata.get(key) or '').strip()
@@ -97,9 +98,21 @@ def read_file(path: str, max_bytes: int) -> bytes:
         return f.read(max_bytes + 1)
 
 
-def file_to_example(path: str, image_id: str, metadata: Dict[str, str], labels: LabelRule,
-                    lighting: LightingRule, max_file_bytes: int) -> Tuple[tf.train.Example, Optional[str]]:
-    """(example, conversion reason or None) for the file at `path`; raises FileRejected."""
+def with_duplicate_group(example: tf.train.Example, group_of: Dict[str, str]) -> tf.train.Example:
+    """A copy of `example` whose duplicate group is that of `group_of` (itself when it has no duplicate)."""
+    image_id = example.features.feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8')
+    group = group_of.get(image_id)
+    if group is None:
+        return example
+    grouped = tf.train.Example()
+    grouped.CopyFrom(example)
+    grouped.features.feature[features.DUPLICATE_GROUP_KEY].bytes_list.value[:] = [group.encode('utf-8')]
+    return grouped
+
+
+def file_to_example(path: str, image_id: str, metadata: Dict[str, str], labels: LabelRule, lighting: LightingRule,
+                    max_file_bytes: int) -> Tuple[tf.train.Example, Optional[str], duplicates.Fingerprint]:
+    """(example, conversion reason or None, duplicate fingerprint) for the file at `path`; raises FileRejected."""
     label = labels.resolve(image_id, metadata.get(features.LABEL_KEY), METADATA_FILE)
     try:
         raw = read_file(path, max_file_bytes)
@@ -110,4 +123,5 @@ def file_to_example(path: str, image_id: str, metadata: Dict[str, str], labels: 
     data, derived, conversion = images.decode_image_file(raw)
     captured_at = (metadata.get(features.CAPTURED_AT_KEY) or '').strip()
     day_or_night = lighting.of(captured_at, derived[features.BRIGHTNESS_KEY])
-    return make_example(image_id, label, data, derived, metadata, day_or_night), conversion
+    fingerprint = duplicates.fingerprint(image_id, derived.pop(images.RGB_IMAGE))
+    return make_example(image_id, label, data, derived, metadata, day_or_night), conversion, fingerprint

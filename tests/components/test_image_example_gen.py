@@ -12,7 +12,8 @@ from PIL import Image
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 
-from petpark.components.image_example_gen import component, executor, images, labels, listing, records, report
+from petpark.components.image_example_gen import (component, duplicates, executor, images, labels, listing, records,
+                                                report)
 from petpark.components.image_example_gen.rejections import FileRejected
 from petpark.modules import features
 
@@ -218,7 +219,7 @@ def test_component_rejects_bad_parameters(kwargs, message):
 def test_train_fraction_sets_hash_buckets():
     gen = component.ImageExampleGen(input_base='/data', class_names=['cat', 'dog'], train_fraction=0.7)
     assert '"hash_buckets": 70' in gen.exec_properties['output_config']
-    assert '"partition_feature_name": "image_id"' in gen.exec_properties['output_config']
+    assert '"partition_feature_name": "duplicate_group"' in gen.exec_properties['output_config']
 
 
 def test_three_classes_from_the_component_parameters(tmp_path):
@@ -265,10 +266,12 @@ def test_one_file_becomes_an_example_without_beam(tmp_path):
     path = tmp_path / 'dogs' / 'd1.png'
     write(str(path), png_bytes(Image.new('L', (16, 12), 200)))
     lighting = records.LightingRule(frozenset(features.NIGHT_HOURS), features.NIGHT_BRIGHTNESS)
-    example, conversion = records.file_to_example(str(path), 'dogs/d1.png', {'camera_id': ' cam-7 '},
-                                                  CATS_AND_DOGS, lighting, max_file_bytes=10 ** 6)
+    example, conversion, fingerprint = records.file_to_example(str(path), 'dogs/d1.png', {'camera_id': ' cam-7 '},
+                                                               CATS_AND_DOGS, lighting, max_file_bytes=10 ** 6)
     feature = example.features.feature
     assert conversion == 'grayscale'
+    assert fingerprint[0] == 'dogs/d1.png' and len(fingerprint[1]) == 64 and fingerprint[2] == 0  # flat: no edges
+    assert feature[features.DUPLICATE_GROUP_KEY].bytes_list.value == [b'dogs/d1.png']
     assert feature[features.LABEL_KEY].bytes_list.value == [b'dog']
     assert feature[features.CAMERA_KEY].bytes_list.value == [b'cam-7']
     assert feature[features.LIGHTING_KEY].bytes_list.value == [b'day']  # bright, no capture time
@@ -349,3 +352,49 @@ def test_the_driver_resolves_spans_and_fingerprints_a_hostile_folder(hostile_fol
     os.remove(hostile_folder / 'span-2' / 'cats' / 'gone.jpg')
     again = driver.ImageFolderDriver(None).resolve_exec_properties(dict(gen.exec_properties), None, None)
     assert again['input_fingerprint'] != properties['input_fingerprint']
+
+
+def photo(seed, size=(64, 64)):
+    """A smooth random picture (a 6x6 random image enlarged), unlike any other seed's."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
+
+
+def encoded(image, size=None, quality=90):
+    buffer = io.BytesIO()
+    (image.resize(size, Image.BILINEAR) if size else image).save(buffer, format='JPEG', quality=quality)
+    return buffer.getvalue()
+
+
+def test_exact_and_near_duplicates_are_reported_and_kept_in_one_split(tmp_path):
+    """A byte copy and a squashed, re-encoded copy of a photo are found; each group is in one
+    split, so no duplicate pair straddles train and eval; distinct photos are not grouped."""
+    root = tmp_path / 'photos'
+    for i in range(40):
+        write(str(root / 'cats' / f'c{i}.jpg'), encoded(photo(i)))
+        write(str(root / 'dogs' / f'd{i}.jpg'), encoded(photo(1000 + i)))
+    for i in range(20):  # the 128 px set repeats train photos at another size and quality
+        write(str(root / 'cats' / f'c{i}_small.jpg'), encoded(photo(i), size=(40, 32), quality=70))
+    write(str(root / 'dogs' / 'd0_copy.jpg'), encoded(photo(1000)))
+    examples_uri, summary = run_executor(tmp_path, root)
+    found = summary['duplicates']
+    assert found['exact_pairs'] == 1 and found['near_pairs'] == 20
+    assert found['groups'] == 21 and found['photos_in_groups'] == 42
+    assert len(found['largest_groups']) == 20 and all(len(ids) == 2 for ids in found['largest_groups'])
+    examples = read_examples(examples_uri)
+    group = {image_id: example.features.feature[features.DUPLICATE_GROUP_KEY].bytes_list.value[0].decode()
+             for image_id, (_, example) in examples.items()}
+    assert group['cats/c3_small.jpg'] == group['cats/c3.jpg'] == 'cats/c3.jpg'
+    assert group['dogs/d0_copy.jpg'] == 'dogs/d0.jpg' and group['dogs/d5.jpg'] == 'dogs/d5.jpg'
+    for i in range(20):
+        assert examples[f'cats/c{i}_small.jpg'][0] == examples[f'cats/c{i}.jpg'][0]
+    assert examples['dogs/d0_copy.jpg'][0] == examples['dogs/d0.jpg'][0]
+    assert {split for split, _ in examples.values()} == {'train', 'eval'}
+
+
+def test_flat_pictures_are_duplicates_only_when_identical():
+    black, red = Image.new('RGB', (32, 32), (0, 0, 0)), Image.new('RGB', (32, 32), (200, 0, 0))
+    found = duplicates.find([duplicates.fingerprint('a', black), duplicates.fingerprint('b', red),
+                             duplicates.fingerprint('c', black.copy())])
+    assert found['group_of'] == {'a': 'a', 'c': 'a'}
+    assert found['report']['exact_pairs'] == 1 and found['report']['near_pairs'] == 0
