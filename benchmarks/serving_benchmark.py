@@ -18,7 +18,6 @@ import base64
 import glob
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,12 @@ from tensorflow_serving.apis import (get_model_status_pb2, predict_pb2,  # noqa:
                                      prediction_service_pb2_grpc)
 
 from petpark.modules import features  # noqa: E402
+from petpark.serving.ports import free_port  # noqa: E402
 
 SIGNATURE = features.IMAGE_BYTES_SIGNATURE
 PREDICT = '/tensorflow.serving.PredictionService/Predict'
 GET_MODEL_STATUS = '/tensorflow.serving.ModelService/GetModelStatus'
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def start_server(model_dir: str, batching_file: str = None, extra=()):

@@ -13,7 +13,6 @@ import os
 import pwd
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import urllib.request
 from typing import Dict, List, Optional
 
 from petpark.pipeline import config
+from petpark.serving.ports import free_port, port_open
 
 DB_NAME = 'airflow'
 DB_USER = 'airflow'
@@ -34,18 +34,6 @@ ROOT_POSTGRES_USER = 'nobody'
 
 class DeploymentError(ValueError):
     """A deployment step failed; the message says which and where its log is."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(('127.0.0.1', port)) == 0
 
 
 def pid_alive(pid: Optional[int]) -> bool:

@@ -123,5 +123,5 @@ def file_to_example(path: str, image_id: str, metadata: Dict[str, str], labels: 
     data, derived, conversion = images.decode_image_file(raw)
     captured_at = (metadata.get(features.CAPTURED_AT_KEY) or '').strip()
     day_or_night = lighting.of(captured_at, derived[features.BRIGHTNESS_KEY])
-    fingerprint = duplicates.fingerprint(image_id, derived.pop(images.RGB_IMAGE))
+    fingerprint = duplicates.fingerprint(image_id, label, derived.pop(images.RGB_IMAGE))
     return make_example(image_id, label, data, derived, metadata, day_or_night), conversion, fingerprint

@@ -35,11 +35,14 @@ def summarize(statuses: Iterable[Dict[str, str]]) -> Dict[str, Any]:
 
 def merge_duplicates(found: List[Dict[str, Any]]) -> Dict[str, Any]:
     """One duplicates entry from those of each input split (groups never span input splits)."""
-    merged = {'groups': 0, 'photos_in_groups': 0, 'exact_pairs': 0, 'near_pairs': 0, 'largest_groups': []}
+    counts = ('groups', 'photos_in_groups', 'exact_pairs', 'near_pairs', 'groups_with_conflicting_labels')
+    merged = dict.fromkeys(counts, 0)
+    merged.update(largest_groups=[], conflicting_labels=[])
     for part in found:
-        for key in ('groups', 'photos_in_groups', 'exact_pairs', 'near_pairs'):
+        for key in counts:
             merged[key] += part[key]
         merged['largest_groups'] += part['largest_groups']
+        merged['conflicting_labels'] += part['conflicting_labels']
         merged['near_bits'] = part['near_bits']
     merged['largest_groups'] = sorted(merged['largest_groups'], key=lambda ids: (-len(ids), ids))[:_WORST_FILES_SHOWN * 2]
     return merged

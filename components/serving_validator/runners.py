@@ -21,6 +21,8 @@ from typing import List, Optional
 from tfx.components.infra_validator import error_types
 from tfx.components.infra_validator.model_server_runners import base_runner
 
+from petpark.serving.ports import free_port
+
 SERVERS = ('petpark', 'tensorflow_model_server', 'docker')  # pipeline/config.py VALIDATION_SERVERS
 _PR_SET_PDEATHSIG = 1
 _LOG_LINES = 200
@@ -34,11 +36,6 @@ def _die_with_parent() -> None:
     except OSError:
         pass
 
-
-def free_port(host: str = '127.0.0.1') -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class LocalProcessRunner(base_runner.BaseModelServerRunner):

@@ -270,7 +270,8 @@ def test_one_file_becomes_an_example_without_beam(tmp_path):
                                                                CATS_AND_DOGS, lighting, max_file_bytes=10 ** 6)
     feature = example.features.feature
     assert conversion == 'grayscale'
-    assert fingerprint[0] == 'dogs/d1.png' and len(fingerprint[1]) == 64 and fingerprint[2] == 0  # flat: no edges
+    image_id, label, digest, dhash, thumbnail = fingerprint
+    assert (image_id, label, len(digest), dhash, len(thumbnail)) == ('dogs/d1.png', 'dog', 64, 0, 256)  # flat
     assert feature[features.DUPLICATE_GROUP_KEY].bytes_list.value == [b'dogs/d1.png']
     assert feature[features.LABEL_KEY].bytes_list.value == [b'dog']
     assert feature[features.CAMERA_KEY].bytes_list.value == [b'cam-7']
@@ -380,6 +381,7 @@ def test_exact_and_near_duplicates_are_reported_and_kept_in_one_split(tmp_path):
     found = summary['duplicates']
     assert found['exact_pairs'] == 1 and found['near_pairs'] == 20
     assert found['groups'] == 21 and found['photos_in_groups'] == 42
+    assert found['groups_with_conflicting_labels'] == 0
     assert len(found['largest_groups']) == 20 and all(len(ids) == 2 for ids in found['largest_groups'])
     examples = read_examples(examples_uri)
     group = {image_id: example.features.feature[features.DUPLICATE_GROUP_KEY].bytes_list.value[0].decode()
@@ -394,7 +396,8 @@ def test_exact_and_near_duplicates_are_reported_and_kept_in_one_split(tmp_path):
 
 def test_flat_pictures_are_duplicates_only_when_identical():
     black, red = Image.new('RGB', (32, 32), (0, 0, 0)), Image.new('RGB', (32, 32), (200, 0, 0))
-    found = duplicates.find([duplicates.fingerprint('a', black), duplicates.fingerprint('b', red),
-                             duplicates.fingerprint('c', black.copy())])
+    found = duplicates.find([duplicates.fingerprint('a', 'cat', black), duplicates.fingerprint('b', 'cat', red),
+                             duplicates.fingerprint('c', 'dog', black.copy())])
     assert found['group_of'] == {'a': 'a', 'c': 'a'}
     assert found['report']['exact_pairs'] == 1 and found['report']['near_pairs'] == 0
+    assert found['report']['conflicting_labels'] == [{'a': 'cat', 'c': 'dog'}]

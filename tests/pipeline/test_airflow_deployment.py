@@ -4,7 +4,6 @@ up`), the DAG created and triggered with the tfx CLI, polled to success, then ev
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,21 +12,11 @@ import psutil
 import pytest
 
 from petpark.pipeline import synthetic_data
+from petpark.serving.ports import free_port, port_open as listening
 from tests.pipeline.test_airflow_dag import REPO, airflow_bin, tiny_settings
 
 pytestmark = pytest.mark.e2e
 RUN_SECONDS = 1200
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def listening(port):
-    with socket.socket() as s:
-        return s.connect_ex(('127.0.0.1', port)) == 0
 
 
 def command(args, env, timeout=600):

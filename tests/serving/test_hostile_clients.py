@@ -23,15 +23,11 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from petpark.serving.ports import free_port
 from tests.serving.model_fixtures import IMAGE_SIZE, build_image_model
 
 MODEL = 'images'
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 class ServeProcess:

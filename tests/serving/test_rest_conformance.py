@@ -4,24 +4,19 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 import requests
 
+from petpark.serving.ports import free_port
 from petpark.serving.server import RestServer
 from tests.serving.model_fixtures import build_linear_model, serve_linear_model
 
 VERSION = 123
 TF_SERVING = shutil.which('tensorflow_model_server')
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def start_tensorflow_model_server(base: str) -> tuple:
