@@ -11,6 +11,10 @@ GRAYSCALE_KEY = 'is_grayscale'
 CAMERA_KEY = 'camera_id'
 CAPTURED_AT_KEY = 'captured_at'
 LIGHTING_KEY = 'lighting'
+# Image-derived slices (real photos carry no camera metadata): see image_buckets().
+BRIGHTNESS_BUCKET_KEY = 'brightness_bucket'
+RESOLUTION_BUCKET_KEY = 'resolution_bucket'
+ASPECT_BUCKET_KEY = 'aspect_bucket'
 # Image id of the first photo of its exact/near-duplicate group (its own id when unique); train/eval are split by it.
 DUPLICATE_GROUP_KEY = 'duplicate_group'
 
@@ -22,6 +26,24 @@ POSITIVE_CLASS_ID = 1
 LIGHTING_VALUES = ('day', 'night')
 NIGHT_BRIGHTNESS = 0.25  # mean luma in [0, 1] below which a frame counts as night
 NIGHT_HOURS = frozenset(list(range(0, 6)) + list(range(20, 24)))
+
+# Bucket edges: mean luma; the shorter side in pixels; width / height.
+BRIGHTNESS_BUCKETS = ((0.3, 'dark'), (0.7, 'medium'), (float('inf'), 'bright'))
+RESOLUTION_BUCKETS = ((128, 'under_128'), (256, '128_to_255'), (512, '256_to_511'), (float('inf'), '512_and_over'))
+ASPECT_BUCKETS = ((0.9, 'portrait'), (1.1, 'square'), (float('inf'), 'landscape'))
+
+
+def bucket(value: float, edges) -> str:
+    """The name of the first bucket whose upper edge is above `value`."""
+    return next(name for upper, name in edges if value < upper)
+
+
+def image_buckets(width: int, height: int, brightness: float) -> dict:
+    """{slice feature: bucket name} of a picture."""
+    return {BRIGHTNESS_BUCKET_KEY: bucket(brightness, BRIGHTNESS_BUCKETS),
+            RESOLUTION_BUCKET_KEY: bucket(min(width, height), RESOLUTION_BUCKETS),
+            ASPECT_BUCKET_KEY: bucket(width / height, ASPECT_BUCKETS)}
+
 
 # Features Transform produces.
 IMAGE_XF = 'image_xf'

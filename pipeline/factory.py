@@ -35,7 +35,9 @@ from petpark.pipeline.config import Settings, code_version
 
 FAIRNESS_MODULE = 'fairness_indicators.fairness_indicators_metrics'
 THRESHOLDS = [0.25, 0.5, 0.75]
-SLICES = [[], [features.CAMERA_KEY], [features.LIGHTING_KEY], [features.CAMERA_KEY, features.LIGHTING_KEY]]
+SLICES = [[], [features.CAMERA_KEY], [features.LIGHTING_KEY], [features.CAMERA_KEY, features.LIGHTING_KEY],
+          [features.BRIGHTNESS_BUCKET_KEY], [features.GRAYSCALE_KEY], [features.RESOLUTION_BUCKET_KEY],
+          [features.ASPECT_BUCKET_KEY]]
 
 
 USER_CODE = ('wheel', 'installed')
@@ -52,7 +54,7 @@ def user_code(module: str, function: str, how: str) -> dict:
 
 
 def eval_config(settings: Settings) -> tfma.EvalConfig:
-    """Metrics for P(dog) overall, per camera, per lighting and per camera x lighting.
+    """Metrics for P(dog) overall, per camera, lighting, camera x lighting and image-derived bucket.
 
     Blessing looks at the overall slice only, so a small slice cannot veto a model by noise.
     """

@@ -77,6 +77,9 @@ def make_example(image_id: str, label: str, data: bytes, derived: Dict[str, Any]
         features.LIGHTING_KEY: _bytes_feature(lighting),
         features.DUPLICATE_GROUP_KEY: _bytes_feature(image_id),  # until duplicates are grouped
     }
+    buckets = features.image_buckets(derived[features.WIDTH_KEY], derived[features.HEIGHT_KEY],
+                                     derived[features.BRIGHTNESS_KEY])
+    feature.update((key, _bytes_feature(name)) for key, name in buckets.items())
     for key in (features.CAMERA_KEY, features.CAPTURED_AT_KEY):
         value = (metadata.get(key) or '').strip()
         if value:

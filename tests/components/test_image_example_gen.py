@@ -273,6 +273,10 @@ def test_one_file_becomes_an_example_without_beam(tmp_path):
     image_id, label, digest, dhash, thumbnail = fingerprint
     assert (image_id, label, len(digest), dhash, len(thumbnail)) == ('dogs/d1.png', 'dog', 64, 0, 256)  # flat
     assert feature[features.DUPLICATE_GROUP_KEY].bytes_list.value == [b'dogs/d1.png']
+    buckets = {key: feature[key].bytes_list.value[0] for key in
+               (features.BRIGHTNESS_BUCKET_KEY, features.RESOLUTION_BUCKET_KEY, features.ASPECT_BUCKET_KEY)}
+    assert buckets == {features.BRIGHTNESS_BUCKET_KEY: b'bright', features.RESOLUTION_BUCKET_KEY: b'under_128',
+                       features.ASPECT_BUCKET_KEY: b'landscape'}  # luma 200/255, 16x12
     assert feature[features.LABEL_KEY].bytes_list.value == [b'dog']
     assert feature[features.CAMERA_KEY].bytes_list.value == [b'cam-7']
     assert feature[features.LIGHTING_KEY].bytes_list.value == [b'day']  # bright, no capture time
@@ -401,3 +405,15 @@ def test_flat_pictures_are_duplicates_only_when_identical():
     assert found['group_of'] == {'a': 'a', 'c': 'a'}
     assert found['report']['exact_pairs'] == 1 and found['report']['near_pairs'] == 0
     assert found['report']['conflicting_labels'] == [{'a': 'cat', 'c': 'dog'}]
+
+
+@pytest.mark.parametrize('width,height,brightness,expected', [
+    (500, 374, 0.45, ('medium', '256_to_511', 'landscape')),
+    (320, 480, 0.1, ('dark', '256_to_511', 'portrait')),
+    (128, 128, 0.7, ('bright', '128_to_255', 'square')),
+    (1050, 768, 0.29, ('dark', '512_and_over', 'landscape')),
+])
+def test_image_derived_slices(width, height, brightness, expected):
+    buckets = features.image_buckets(width, height, brightness)
+    assert (buckets[features.BRIGHTNESS_BUCKET_KEY], buckets[features.RESOLUTION_BUCKET_KEY],
+            buckets[features.ASPECT_BUCKET_KEY]) == expected
