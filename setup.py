@@ -56,6 +56,8 @@ setup(
         'kubeflow': ['kfp-pipeline-spec>=0.2.2,<0.3'],
         # the Airflow environment (.venv-airflow, requirements/airflow-lock.txt): `petpark airflow up|down|status`
         'airflow': ['apache-airflow==2.10.5', 'psycopg2-binary', 'pgserver', 'psutil'],
+        # notebooks/ and `petpark report` (all in the lock already: TFX's own dependencies bring them)
+        'notebooks': ['nbclient', 'nbconvert', 'nbformat', 'ipykernel', 'pandas'],
         'test': ['pytest', 'PyYAML', 'psutil', 'h2'],
     },
     entry_points={'console_scripts': ['petpark=petpark.pipeline.cli:main']},

@@ -109,6 +109,18 @@ def _promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    settings = config.Settings.from_env({'home': args.home}, check_data_root=False)
+    if not os.path.isfile(settings.metadata_path):
+        raise ValueError(f'No metadata store at {settings.metadata_path}: nothing has run in this home yet')
+    log_path = os.path.join(settings.home, 'logs', 'report.log')
+    with console.Console(False, log_path) as terminal:
+        terminal.out.write(f'petpark report: notebooks against {settings.metadata_path} (log {log_path})\n')
+        from petpark.pipeline import analysis, reports  # TFDV and TFMA: heavy, after output is redirected
+        reports.render(settings, args.notebook or analysis.NOTEBOOKS, lambda line: terminal.out.write(line + '\n'))
+    return 0
+
+
 def _airflow(args: argparse.Namespace) -> int:
     from petpark.pipeline import airflow_local
     settings = config.Settings.from_env({'home': args.home}, check_data_root=False)
@@ -191,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument('--json', action='store_true', help='JSON instead of a table')
     models.add_argument('--home', help='PETPARK_HOME')
     models.set_defaults(func=_models)
+
+    report = commands.add_parser('report', help="render the analysts' notebooks to HTML under <home>/reports/",
+                                 description='Executes notebooks/data_validation.ipynb and notebooks/model_analysis.ipynb '
+                                             'against the runs recorded in MLMD under PETPARK_HOME and writes '
+                                             '<home>/reports/<notebook>.html, for readers without Jupyter.')
+    report.add_argument('--notebook', action='append', choices=['data_validation', 'model_analysis'],
+                        help='only this notebook (repeatable; default: both)')
+    report.add_argument('--home', help='PETPARK_HOME')
+    report.set_defaults(func=_report)
 
     airflow = commands.add_parser(
         'airflow', help='Airflow on this machine: PostgreSQL, LocalExecutor scheduler and webserver',

@@ -41,14 +41,22 @@ def state_name(execution: metadata_store_pb2.Execution, run_in_progress: bool) -
     return name
 
 
-def latest_run(metadata_path: str, pipeline_name: str) -> RunRecord:
-    """The newest run of `pipeline_name` recorded in the MLMD sqlite file."""
+def latest_run(metadata_path: str, pipeline_name: str, having: Optional[Tuple[str, str]] = None) -> RunRecord:
+    """The newest run of `pipeline_name` recorded in the MLMD sqlite file; with `having`
+    (node, output key), the newest run that has that output."""
     store = mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
     runs = [c for c in store.get_contexts_by_type('pipeline_run')
             if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(c.id))]
-    if not runs:
-        raise LookupError(f'No run of pipeline {pipeline_name!r} in {metadata_path}')
-    run = max(runs, key=lambda c: c.id)
+    for run in sorted(runs, key=lambda c: c.id, reverse=True):
+        record = _run_record(store, run, metadata_path, pipeline_name)
+        if having is None or record.output(*having) is not None:
+            return record
+    raise LookupError(f'No run of pipeline {pipeline_name!r} in {metadata_path}'
+                      + (f' with a {having[0]} output {having[1]!r}' if having else ''))
+
+
+def _run_record(store: mlmd.MetadataStore, run: metadata_store_pb2.Context, metadata_path: str,
+                pipeline_name: str) -> RunRecord:
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
     node_of = progress.node_of_executions(store, pipeline_name, executions)
     live = run_lock.run_in_progress(metadata_path)

@@ -14,7 +14,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # folder -> the requirement groups its imports may come from
-PARTS = {'pipeline': ['', 'airflow'], 'components': [''], 'modules': [''], 'schemas': [''], 'serving': ['', 'serving', 'edge']}
+PARTS = {'pipeline': ['', 'airflow', 'notebooks'], 'components': [''], 'modules': [''], 'schemas': [''], 'serving': ['', 'serving', 'edge']}
 # distributions of the Airflow environment (.venv-airflow) that the main environment does not have
 AIRFLOW_ONLY = {'psycopg2': 'psycopg2-binary'}
 

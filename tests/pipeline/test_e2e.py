@@ -338,3 +338,18 @@ def test_each_pushed_version_has_one_model_card_with_the_evaluators_numbers(runs
     assert shown['model_card']['model_card.md'] == os.path.join(folder, 'model_card.md')
     assert shown['metrics'] == card_facts['metrics'] and shown['slices'] == card_facts['slices']
     assert 'Model card: ' in runs['first'][1]
+
+
+def test_the_notebooks_run_headlessly_and_petpark_report_renders_them(runs):
+    """Both notebooks execute in a fresh kernel against this home's MLMD (any cell error fails
+    the command) and are written as HTML under <home>/reports/."""
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ['PATH'])
+    code, output = run_command([os.path.join(BIN, 'petpark'), 'report', '--home', runs['home']], env)
+    assert code == 0, output[-3000:]
+    reports = os.path.join(runs['home'], 'reports')
+    data = open(os.path.join(reports, 'data_validation.html')).read()
+    model = open(os.path.join(reports, 'model_analysis.html')).read()
+    assert 'spans with statistics: [1, 2]' in data and 'features drifted' in data
+    assert 'rabbit' in data and 'features skewed between train and eval' in data
+    assert 'BLESSED' in model and 'worst slice:' in model and 'eval photos misclassified' in model
+    assert 'brightness_bucket' in model and 'false_positive_rate@0.50' in model
