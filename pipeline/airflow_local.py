@@ -20,6 +20,7 @@ import urllib.request
 from typing import Dict, List, Optional
 
 from petpark.pipeline import config
+from petpark.serving.files import write_text_atomically
 from petpark.serving.ports import free_port, port_open
 
 DB_NAME = 'airflow'
@@ -106,7 +107,7 @@ class Deployment:
             return {}
 
     def _write_state(self, state: dict) -> None:
-        write_atomically(self.state_path, json.dumps(state, indent=1), mode=0o600)  # holds the admin password
+        write_text_atomically(self.state_path, json.dumps(state, indent=1) + '\n', mode=0o600)  # holds the admin password
 
     def read_pid(self, name: str) -> Optional[int]:
         try:
@@ -147,7 +148,7 @@ class Deployment:
 
     def _write_config(self, state: dict) -> None:
         logs = self._path('logs')
-        write_atomically(self._path('airflow.cfg'), f"""# Written by `petpark airflow up`; rewritten on each start.
+        write_text_atomically(self._path('airflow.cfg'), f"""# Written by `petpark airflow up`; rewritten on each start.
 [core]
 dags_folder = {self._path('dags')}
 executor = LocalExecutor
@@ -210,7 +211,7 @@ secret_key = {state['secret_key']}
                 '-l', os.path.join(folder, 'server.log'),
                 '-o', f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''"], 'start')
             with open(os.path.join(self.pg_data, 'postmaster.pid')) as f:
-                write_atomically(self.pid_file(POSTGRES), f.readline().strip())
+                write_text_atomically(self.pid_file(POSTGRES), f.readline().strip() + '\n')
         self._create_database(port)
         log(f'PostgreSQL on 127.0.0.1:{port} (pid {self.read_pid(POSTGRES)})')
 
@@ -258,7 +259,7 @@ secret_key = {state['secret_key']}
             process = subprocess.Popen([os.path.join(self.bin, 'airflow')] + args, stdout=out,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=self.environment(), start_new_session=True)
-        write_atomically(self.pid_file(name), str(process.pid))
+        write_text_atomically(self.pid_file(name), f'{process.pid}\n')
         time.sleep(2)
         if process.poll() is not None:
             raise DeploymentError(f'Airflow {name} exited at once (exit {process.returncode}); '
@@ -375,10 +376,3 @@ def remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
-
-
-def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
-    temporary = f'{path}.tmp-{os.getpid()}'
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), 'w') as f:
-        f.write(text if text.endswith('\n') else text + '\n')
-    os.replace(temporary, path)

@@ -9,6 +9,7 @@ import re
 from typing import Callable, List, Sequence
 
 from petpark.pipeline import analysis, config
+from petpark.serving import files
 
 NOTEBOOK_DIR = os.path.join(config.REPO_ROOT, 'notebooks')
 CELL_TIMEOUT_SECONDS = 1800
@@ -43,10 +44,7 @@ def render(settings: config.Settings, names: Sequence[str] = analysis.NOTEBOOKS,
             raise NotebookFailed(f'{name}.ipynb failed: {last_line}') from None
         html, _ = HTMLExporter().from_notebook_node(notebook)
         target = os.path.join(folder, f'{name}.html')
-        temporary = f'{target}.tmp-{os.getpid()}'
-        with open(temporary, 'w') as f:
-            f.write(html)
-        os.replace(temporary, target)
+        files.write_text_atomically(target, html)
         log(f'Wrote {target}')
         written.append(target)
     return written

@@ -7,11 +7,10 @@ the label. Rollback is promoting the previous version again. Every write is atom
 temporary file renamed over the old one), so a server polling the file never reads half.
 """
 import os
-import tempfile
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from petpark.serving import config_protos
+from petpark.serving import config_protos, files
 from petpark.serving.layout import versions_on_disk
 
 
@@ -23,18 +22,7 @@ def read_config(path: str) -> model_server_config_pb2.ModelServerConfig:
 
 
 def write_config_atomically(config: model_server_config_pb2.ModelServerConfig, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix='.models.config.', dir=folder)
-    try:
-        with os.fdopen(descriptor, 'w') as f:
-            f.write(text_format.MessageToString(config))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    files.write_text_atomically(path, text_format.MessageToString(config))
 
 
 def promote(config_path: str, model_name: str, model_dir: str, label: str, version: int,
