@@ -97,9 +97,11 @@ def describe(run: RunRecord) -> List[str]:
                      f"converted {report['converted'] or 'none'}; rejected {report['rejected'] or 'none'}"
                      f" (report: {report['path']})")
         found = report.get('duplicates')
-        if found:
+        if found and found['groups']:
             lines.append(f"  duplicates: {found['groups']} groups of {found['photos_in_groups']} photos "
                          f"({found['exact_pairs']} exact, {found['near_pairs']} near), each kept in one split")
+        elif found:
+            lines.append('  duplicates: none')
     evaluation = run.output('Evaluator', 'evaluation')
     if evaluation is not None:
         lines.append('Evaluation on the eval split (positive class: dog, threshold 0.5):')
