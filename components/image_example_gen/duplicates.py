@@ -9,11 +9,12 @@ average. The dHash alone also pairs different photos of similar layout; on the 2
 of 8 bits: two hashes within 7 bits agree on at least one whole band, so only photos sharing a
 band are compared. Flat pictures (a blank frame, a solid colour) have nearly no gradient bits and
 are matched exactly only. Each group is keyed by its smallest
-image id; ImageExampleGen partitions train/eval by that key, so duplicates land together.
+image id; ImageExampleGen partitions train/eval by that key, so duplicates land together, and
+withholds from training any photo that duplicates one of the hold-out split.
 """
 import collections
 import hashlib
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -78,8 +79,12 @@ def close_pairs(members: List[Tuple[str, int]]) -> List[Tuple[str, str]]:
     return [(members[i][0], members[j][0]) for i, j in zip(first, second)]
 
 
-def find(fingerprints: Iterable[Fingerprint]) -> Dict[str, object]:
-    """{'group_of': {image id: group key} for photos with a duplicate, 'report': counts and examples}."""
+def find(fingerprints: Iterable[Fingerprint], held_out_prefix: Optional[str] = None) -> Dict[str, object]:
+    """{'group_of': {image id: group key} for photos with a duplicate, 'withheld': ids to keep out of
+    training, 'report': counts and examples}.
+
+    held_out_prefix: ids starting with it are a hold-out set; any other photo in a group with one
+    of them is withheld from training, so no hold-out photo is ever trained on in another copy."""
     rows = sorted(fingerprints)
     labels = {image_id: label for image_id, label, *_ in rows}
     thumbnails = {image_id: thumbnail for image_id, *_, thumbnail in rows}
@@ -123,8 +128,14 @@ def find(fingerprints: Iterable[Fingerprint]) -> Dict[str, object]:
     group_of = {image_id: key for key, ids in duplicated.items() for image_id in ids}
     shown = sorted(duplicated.values(), key=lambda ids: (-len(ids), ids))[:_GROUPS_SHOWN]
     conflicting = sorted(ids for ids in duplicated.values() if len({labels[i] for i in ids}) > 1)
-    return {'group_of': group_of, 'report': {
+    withheld = set()
+    if held_out_prefix is not None:
+        for ids in duplicated.values():
+            if any(i.startswith(held_out_prefix) for i in ids):
+                withheld.update(i for i in ids if not i.startswith(held_out_prefix))
+    return {'group_of': group_of, 'withheld': withheld, 'report': {
         'groups': len(duplicated), 'photos_in_groups': len(group_of), 'exact_pairs': exact_pairs,
         'near_pairs': near_pairs, 'near_bits': NEAR_BITS, 'largest_groups': shown,
         'conflicting_labels': [{i: labels[i] for i in ids} for ids in conflicting[:_GROUPS_SHOWN]],
-        'groups_with_conflicting_labels': len(conflicting)}}
+        'groups_with_conflicting_labels': len(conflicting),
+        'withheld_from_training': len(withheld), 'withheld': sorted(withheld)[:_GROUPS_SHOWN]}}

@@ -4,6 +4,7 @@ writes the ingestion report.
 Every matched file ends up either as a tf.Example or as a line in the ingestion report
 with the reason it was excluded; none is dropped silently.
 """
+import itertools
 import json
 import os
 from typing import Any, Dict, Iterable, List
@@ -13,11 +14,14 @@ import tensorflow as tf
 from absl import logging
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.dsl.io import fileio
-from tfx.types import artifact_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
 
 from petpark.components.image_example_gen import duplicates, listing, records, report
 from petpark.components.image_example_gen.labels import LabelRule
 from petpark.components.image_example_gen.rejections import FileRejected
+from petpark.modules import features
 
 MAX_BAD_FRACTION_KEY = 'max_bad_fraction'
 CLASS_NAMES_KEY = 'class_names'
@@ -30,6 +34,10 @@ INGESTION_REPORT_KEY = 'ingestion_report'
 _REPORT_DIR_KEY = '_ingestion_report_dir'
 _PARTS_DIR = 'parts'
 _DUPLICATES_PART = 'duplicates'
+_ALL_INPUT_SPLITS_KEY = '_all_input_splits'
+# The input split whose photos are written as an output split of their own, never hash-split
+# into train/eval: a hold-out set that neither the Tuner nor the Trainer reads.
+HOLDOUT_SPLIT = 'validation'
 
 
 def _list(value: Any) -> List[Any]:
@@ -54,18 +62,19 @@ class _FileToExample(beam.DoFn):
     FINGERPRINT = 'fingerprint'
 
     def __init__(self, metadata: Dict[str, Dict[str, str]], labels: LabelRule,
-                 lighting: records.LightingRule, max_file_bytes: int):
+                 lighting: records.LightingRule, max_file_bytes: int, id_prefix: str = ''):
         self._metadata, self._labels, self._lighting = metadata, labels, lighting
-        self._max_file_bytes = max_file_bytes
+        self._max_file_bytes, self._id_prefix = max_file_bytes, id_prefix
 
     def process(self, entry: listing.Entry) -> Iterable[Any]:
-        image_id = entry.image_id.replace(os.sep, '/')
+        relative_id = entry.image_id.replace(os.sep, '/')
+        image_id = self._id_prefix + relative_id
         try:
             if entry.reason:
                 raise FileRejected(entry.reason, entry.detail)
             example, conversion, fingerprint = records.file_to_example(
-                entry.path, image_id, self._metadata.get(image_id, {}), self._labels, self._lighting,
-                self._max_file_bytes)
+                entry.path, relative_id, self._metadata.get(relative_id, {}), self._labels, self._lighting,
+                self._max_file_bytes, self._id_prefix)
         except FileRejected as e:
             yield beam.pvalue.TaggedOutput(self.STATUS, (report.REJECTED, e.reason, image_id, e.detail))
             return
@@ -77,47 +86,105 @@ class _FileToExample(beam.DoFn):
 
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
-def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
-                     split_pattern: str) -> beam.pvalue.PCollection:
-    """Reads the images of one input split, groups exact and near duplicates (each example carries
-    its group, by which the output splits are made); writes per-file status lines and the
-    duplicates found beside the report."""
+def _ReadImages(pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str,
+                id_prefix: str = '') -> beam.pvalue.DoOutputsTuple:
+    """Reads the images of one input split: tf.Examples (main output), per-file statuses and
+    duplicate fingerprints (tagged outputs). Image ids are relative to the split's image root,
+    after `id_prefix`."""
     root, entries = listing.list_entries(exec_properties['input_base'], split_pattern,
                                          bool(exec_properties[ALLOW_SYMLINKS_OUTSIDE_ROOT_KEY]))
     logging.info('ImageExampleGen: %d files under %s', len(entries), root)
     convert = _FileToExample(records.read_metadata(root), label_rule(exec_properties),
-                             lighting_rule(exec_properties), int(exec_properties[MAX_FILE_BYTES_KEY]))
-    results = (pipeline
-               | 'ListFiles' >> beam.Create(entries)
-               | 'Spread' >> beam.Reshuffle()
-               | 'ReadImages' >> beam.ParDo(convert).with_outputs(_FileToExample.STATUS, _FileToExample.FINGERPRINT,
-                                                                  main='examples'))
-    parts = os.path.join(exec_properties[_REPORT_DIR_KEY], _PARTS_DIR)
-    _ = (results[_FileToExample.STATUS]
-         | 'StatusToJson' >> beam.Map(lambda s: json.dumps(dict(zip(report.STATUS_FIELDS, s))))
-         | 'WriteStatus' >> beam.io.WriteToText(os.path.join(parts, 'status'), file_name_suffix='.jsonl'))
-    found = (results[_FileToExample.FINGERPRINT]
-             | 'AllFingerprints' >> beam.combiners.ToList()
-             | 'FindDuplicates' >> beam.Map(duplicates.find))
-    _ = (found
-         | 'DuplicatesToJson' >> beam.Map(lambda f: json.dumps(f['report']))
-         | 'WriteDuplicates' >> beam.io.WriteToText(os.path.join(parts, _DUPLICATES_PART), file_name_suffix='.json'))
-    return (results.examples
-            | 'GroupDuplicates' >> beam.Map(lambda example, f: records.with_duplicate_group(example, f['group_of']),
-                                            beam.pvalue.AsSingleton(found)))
+                             lighting_rule(exec_properties), int(exec_properties[MAX_FILE_BYTES_KEY]), id_prefix)
+    return (pipeline
+            | 'ListFiles' >> beam.Create(entries)
+            | 'Spread' >> beam.Reshuffle()
+            | 'ReadImages' >> beam.ParDo(convert).with_outputs(_FileToExample.STATUS, _FileToExample.FINGERPRINT,
+                                                               main='examples'))
+
+
+def _id_prefix(input_base: str, split_pattern: str, several: bool) -> str:
+    """'' for a single input split; else the split's image root relative to input_base, so that
+    ids stay unique across the folders pooled (`train/cats/1.jpg` vs `more/cats/1.jpg`)."""
+    if not several:
+        return ''
+    relative = os.path.relpath(listing.image_root(input_base, split_pattern), input_base)
+    return '' if relative == '.' else relative.replace(os.sep, '/') + '/'
+
+
+def _pattern(input_config: example_gen_pb2.Input, split_name: str) -> str:
+    return next(split.pattern for split in input_config.splits if split.name == split_name)
+
+
+def _image_id(example: tf.train.Example) -> str:
+    return example.features.feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8')
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
-    """Turns image folders into tf.Examples and writes an ingestion report."""
+    """Turns image folders into tf.Examples and writes an ingestion report.
+
+    Input splits: one or more pooled folders, hash-split into the output splits (train/eval) by
+    duplicate group, and optionally HOLDOUT_SPLIT, written as its own output split. Duplicates are
+    found across all of them; a pooled photo that duplicates a held-out one is withheld from
+    train/eval (and listed in the report), so the held-out figures are of photos never trained on.
+    """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        return _ImagesToExample
+        return _ReadImages
+
+    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,
+                               exec_properties: Dict[str, Any]) -> Dict[str, beam.pvalue.PCollection]:
+        input_config, output_config = example_gen_pb2.Input(), example_gen_pb2.Output()
+        proto_utils.json_to_proto(exec_properties[_ALL_INPUT_SPLITS_KEY], input_config)
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        read_images = self.GetInputSourceToExamplePTransform()
+        several = len(input_config.splits) > 1
+        read = {split.name: pipeline | f'Read[{split.name}]' >> read_images(
+                    exec_properties, split.pattern, _id_prefix(exec_properties['input_base'], split.pattern, several))
+                for split in input_config.splits}
+        parts = os.path.join(exec_properties[_REPORT_DIR_KEY], _PARTS_DIR)
+        _ = ([r[_FileToExample.STATUS] for r in read.values()]
+             | 'AllStatuses' >> beam.Flatten()
+             | 'StatusToJson' >> beam.Map(lambda s: json.dumps(dict(zip(report.STATUS_FIELDS, s))))
+             | 'WriteStatus' >> beam.io.WriteToText(os.path.join(parts, 'status'), file_name_suffix='.jsonl'))
+        held_out_prefix = _id_prefix(exec_properties['input_base'], _pattern(input_config, HOLDOUT_SPLIT), several) \
+            if HOLDOUT_SPLIT in read else None
+        found = ([r[_FileToExample.FINGERPRINT] for r in read.values()]
+                 | 'AllFingerprints' >> beam.Flatten()
+                 | 'CollectFingerprints' >> beam.combiners.ToList()
+                 | 'FindDuplicates' >> beam.Map(duplicates.find, held_out_prefix))
+        _ = (found
+             | 'DuplicatesToJson' >> beam.Map(lambda f: json.dumps(f['report']))
+             | 'WriteDuplicates' >> beam.io.WriteToText(os.path.join(parts, _DUPLICATES_PART), file_name_suffix='.json'))
+        found = beam.pvalue.AsSingleton(found)
+        pooled = ([r.examples for name, r in read.items() if name != HOLDOUT_SPLIT]
+                  | 'Pool' >> beam.Flatten()
+                  | 'WithholdHeldOutDuplicates' >> beam.Filter(
+                      lambda example, f: _image_id(example) not in f['withheld'], found)
+                  | 'GroupDuplicates' >> beam.Map(
+                      lambda example, f: records.with_duplicate_group(example, f['group_of']), found))
+        buckets = list(itertools.accumulate(split.hash_buckets for split in output_config.split_config.splits))
+        splits = pooled | 'SplitData' >> beam.Partition(
+            base_example_gen_executor._PartitionFn, len(buckets), buckets, output_config.split_config)  # pylint: disable=protected-access
+        result = {split.name: part for split, part in zip(output_config.split_config.splits, splits)}
+        if HOLDOUT_SPLIT in read:
+            result[HOLDOUT_SPLIT] = read[HOLDOUT_SPLIT].examples
+            # TFX's Do named the splits from the output config alone; the writers look the names up.
+            self._examples.split_names = artifact_utils.encode_split_names(list(result))
+        return result
 
     def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
            exec_properties: Dict[str, Any]) -> None:
         report_dir = artifact_utils.get_single_uri(output_dict[INGESTION_REPORT_KEY])
-        exec_properties = dict(exec_properties, **{_REPORT_DIR_KEY: report_dir})
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        # TFX's Do names the output splits from one input split and the output config; the
+        # input splits all go to GenerateExamplesByBeam, which adds the held-out split's name.
+        first_only = example_gen_pb2.Input(splits=input_config.splits[:1])
+        exec_properties = dict(exec_properties, **{
+            _REPORT_DIR_KEY: report_dir, _ALL_INPUT_SPLITS_KEY: exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+            standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(first_only)})
+        self._examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         super().Do(input_dict, output_dict, exec_properties)
         parts_dir = os.path.join(report_dir, _PARTS_DIR)
         statuses, found = [], []
@@ -125,7 +192,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             with fileio.open(part, 'r') as f:
                 lines = [json.loads(line) for line in f.read().splitlines() if line]
             (found if os.path.basename(part).startswith(_DUPLICATES_PART) else statuses).extend(lines)
-        summary = dict(report.summarize(statuses), duplicates=report.merge_duplicates(found))
+        summary = dict(report.summarize(statuses), duplicates=found[0])
         with fileio.open(os.path.join(report_dir, report.REPORT_FILE), 'w') as f:
             f.write(json.dumps(summary, indent=1))
         fileio.rmtree(parts_dir)

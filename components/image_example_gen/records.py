@@ -113,10 +113,15 @@ def with_duplicate_group(example: tf.train.Example, group_of: Dict[str, str]) ->
     return grouped
 
 
-def file_to_example(path: str, image_id: str, metadata: Dict[str, str], labels: LabelRule, lighting: LightingRule,
-                    max_file_bytes: int) -> Tuple[tf.train.Example, Optional[str], duplicates.Fingerprint]:
-    """(example, conversion reason or None, duplicate fingerprint) for the file at `path`; raises FileRejected."""
-    label = labels.resolve(image_id, metadata.get(features.LABEL_KEY), METADATA_FILE)
+def file_to_example(path: str, relative_id: str, metadata: Dict[str, str], labels: LabelRule, lighting: LightingRule,
+                    max_file_bytes: int, id_prefix: str = '') -> Tuple[tf.train.Example, Optional[str],
+                                                                      duplicates.Fingerprint]:
+    """(example, conversion reason or None, duplicate fingerprint) for the file at `path`; raises FileRejected.
+
+    relative_id: the path below the image root, which the label is read from; the example's image
+    id is id_prefix + relative_id."""
+    label = labels.resolve(relative_id, metadata.get(features.LABEL_KEY), METADATA_FILE)
+    image_id = id_prefix + relative_id
     try:
         raw = read_file(path, max_file_bytes)
     except (OSError, tf.errors.OpError) as e:

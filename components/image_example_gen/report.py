@@ -1,6 +1,6 @@
 """The ingestion report: per-file statuses summed up by reason, and the bad-file budget."""
 import collections
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable
 
 ACCEPTED, CONVERTED, REJECTED = 'accepted', 'converted', 'rejected'
 STATUS_FIELDS = ('status', 'reason', 'image', 'detail')
@@ -31,21 +31,6 @@ def summarize(statuses: Iterable[Dict[str, str]]) -> Dict[str, Any]:
         'rejected_fraction': counts[REJECTED] / total if total else 0.0,
         'rejected_files': rejected_files,
     }
-
-
-def merge_duplicates(found: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """One duplicates entry from those of each input split (groups never span input splits)."""
-    counts = ('groups', 'photos_in_groups', 'exact_pairs', 'near_pairs', 'groups_with_conflicting_labels')
-    merged = dict.fromkeys(counts, 0)
-    merged.update(largest_groups=[], conflicting_labels=[])
-    for part in found:
-        for key in counts:
-            merged[key] += part[key]
-        merged['largest_groups'] += part['largest_groups']
-        merged['conflicting_labels'] += part['conflicting_labels']
-        merged['near_bits'] = part['near_bits']
-    merged['largest_groups'] = sorted(merged['largest_groups'], key=lambda ids: (-len(ids), ids))[:_WORST_FILES_SHOWN * 2]
-    return merged
 
 
 def check_report(report: Dict[str, Any], max_bad_fraction: float) -> None:

@@ -114,9 +114,9 @@ def run_executor(tmp_path, input_base, pattern='*/*', max_bad_fraction=0.5, clas
         return examples.uri, json.load(f)
 
 
-def read_examples(examples_uri):
+def read_examples(examples_uri, splits=('train', 'eval')):
     result = {}
-    for split in ('train', 'eval'):
+    for split in splits:
         files = glob.glob(os.path.join(examples_uri, f'Split-{split}', '*.gz'))
         for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
             example = tf.train.Example.FromString(record.numpy())
@@ -417,3 +417,40 @@ def test_image_derived_slices(width, height, brightness, expected):
     buckets = features.image_buckets(width, height, brightness)
     assert (buckets[features.BRIGHTNESS_BUCKET_KEY], buckets[features.RESOLUTION_BUCKET_KEY],
             buckets[features.ASPECT_BUCKET_KEY]) == expected
+
+
+def test_pooled_folders_and_a_hold_out_split(tmp_path):
+    """Two folders pooled into train/eval (ids prefixed by their folder), a third held out as the
+    `validation` split; a pooled copy of a held-out photo is withheld from training and reported."""
+    root = tmp_path / 'photos'
+    for i in range(12):
+        write(str(root / 'train' / 'cats' / f'{i}.jpg'), encoded(photo(i)))
+        write(str(root / 'more' / 'cats' / f'{i}.jpg'), encoded(photo(100 + i)))  # same names, other photos
+        write(str(root / 'more' / 'dogs' / f'{i}.jpg'), encoded(photo(200 + i)))
+    for i in range(4):
+        write(str(root / 'validation' / 'dogs' / f'{i}.jpg'), encoded(photo(300 + i)))
+    write(str(root / 'more' / 'dogs' / 'leak.jpg'), encoded(photo(300), size=(40, 40), quality=70))
+    examples_uri, summary = run_executor(tmp_path, root, pattern=['train/*/*', 'more/*/*'],
+                                         holdout_pattern='validation/*/*')
+    assert summary['total_files'] == 41 and summary['examples'] == 41
+    assert summary['duplicates']['withheld_from_training'] == 1
+    assert summary['duplicates']['withheld'] == ['more/dogs/leak.jpg']
+    examples = read_examples(examples_uri, ('train', 'eval', 'validation'))
+    held_out = sorted(i for i, (split, _) in examples.items() if split == 'validation')
+    assert held_out == [f'validation/dogs/{i}.jpg' for i in range(4)]
+    pooled = {i for i, (split, _) in examples.items() if split != 'validation'}
+    assert len(pooled) == 36 and 'more/dogs/leak.jpg' not in pooled
+    assert {'train/cats/0.jpg', 'more/cats/0.jpg'} <= pooled
+    label = examples['more/dogs/3.jpg'][1].features.feature[features.LABEL_KEY].bytes_list.value[0]
+    assert label == b'dog'  # read from the class folder below the prefix
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(input_pattern=['a/*/*', 'a/*/*']), 'folder of their own'),
+    (dict(input_pattern=['*/*'], holdout_pattern='v/*/*'), 'folder of their own'),
+    (dict(input_pattern=['span-{SPAN}/*/*'], holdout_pattern='v/*/*'), 'SPAN'),
+    (dict(input_pattern=[]), 'at least one'),
+])
+def test_pooled_and_hold_out_patterns_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        component.ImageExampleGen(input_base='/data', class_names=['cat', 'dog'], **kwargs)
