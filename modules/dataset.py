@@ -6,18 +6,21 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 if __package__:
-    from . import features
+    from . import features, preprocessing
 else:  # a top-level module in the user-module wheel TFX builds from this folder
     import features
+    import preprocessing
 
 
 def make_dataset(file_pattern: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
                  batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
-    """Endless dataset of ({image_xf: [B, H, W, 3]}, label [B, 1] float32)."""
+    """Endless dataset of ({image_xf: [B, H, W, 3] in [0, 1]}, label [B, 1] float32).
+
+    Shuffling holds serialized records (a few tens of KB each), not decoded pixels."""
     dataset = data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=features.LABEL_XF,
                                        shuffle=shuffle, shuffle_seed=seed),
         tf_transform_output.transformed_metadata.schema)
-    return dataset.map(lambda x, y: ({features.IMAGE_XF: x[features.IMAGE_XF]},
+    return dataset.map(lambda x, y: ({features.IMAGE_XF: preprocessing.unit_pixels(x[features.IMAGE_XF])},
                                      tf.cast(tf.reshape(y, [-1, 1]), tf.float32)))

@@ -45,8 +45,10 @@ def image_buckets(width: int, height: int, brightness: float) -> dict:
             ASPECT_BUCKET_KEY: bucket(width / height, ASPECT_BUCKETS)}
 
 
-# Features Transform produces.
+# Features Transform produces. IMAGE_XF holds integer pixels 0-255 (1 byte or 2 per value in the
+# stored tf.Examples, 1/4 of float32); the model reads them times PIXEL_SCALE, in [0, 1].
 IMAGE_XF = 'image_xf'
+PIXEL_SCALE = 1 / 255
 LABEL_XF = 'label_xf'
 IMAGE_ID_XF = 'image_id_xf'  # passed through so Transform output can be traced to its image
 

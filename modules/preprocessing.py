@@ -1,4 +1,4 @@
-"""Transform's preprocessing_fn: decode, resize to the model's input size, scale to [0, 1].
+"""Transform's preprocessing_fn: decode, resize to the model's input size, round to integer pixels.
 
 The same graph runs inside every serving signature, so training and serving see
 identical pixels.
@@ -15,14 +15,21 @@ else:  # a top-level module in the user-module wheel TFX builds from this folder
 
 
 def decode_and_resize(encoded: tf.Tensor, size: int) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP strings [batch] -> float32 [batch, size, size, 3] in [0, 1]."""
+    """Encoded JPEG/PNG/GIF/BMP strings [batch] -> int64 [batch, size, size, 3] in 0-255.
+
+    Integers, not floats: Transform's output of 24,000 photos stays a few GB instead of 4x that."""
     def decode_one(data: tf.Tensor) -> tf.Tensor:
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
         image = tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
-        return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+        return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.int64)
 
     return tf.map_fn(decode_one, tf.reshape(encoded, [-1]),
-                     fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+                     fn_output_signature=tf.TensorSpec([size, size, 3], tf.int64))
+
+
+def unit_pixels(stored: tf.Tensor) -> tf.Tensor:
+    """Transform's integer pixels -> float32 in [0, 1], the model's input."""
+    return tf.cast(stored, tf.float32) * features.PIXEL_SCALE
 
 
 def label_index(labels: tf.Tensor) -> tf.Tensor:

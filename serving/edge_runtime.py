@@ -77,10 +77,11 @@ class EdgeModel:
         self.threshold = self.metadata['output']['decision_threshold']
 
     def pixels(self, rgb: np.ndarray) -> np.ndarray:
-        """uint8 RGB [H, W, 3] -> float32 [h, w, 3] in [0, 1], as the Transform graph computes it."""
+        """uint8 RGB [H, W, 3] -> float32 [h, w, 3] in [0, 1], as the Transform graph computes it
+        (resized, rounded to whole pixel values, scaled)."""
         channels = [np.asarray(Image.fromarray(rgb[..., c].astype(np.float32), mode='F').resize(self.size, Image.BILINEAR))
                     for c in range(3)]
-        return np.clip(np.stack(channels, axis=-1) / self.scale, 0.0, 1.0).astype(np.float32)
+        return (np.clip(np.round(np.stack(channels, axis=-1)), 0.0, self.scale) / self.scale).astype(np.float32)
 
     def scores(self, rgb_images: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.stack([self.pixels(rgb) for rgb in rgb_images])

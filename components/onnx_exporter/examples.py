@@ -10,8 +10,8 @@ from tfx.types import artifact, artifact_utils
 
 
 def transformed(examples: artifact.Artifact, split: str, transform_graph_uri: str, raw_keys: Sequence[str],
-                pixels_key: str, label_key: str, limit: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(pixels, label indices) of the first `limit` examples of `split`."""
+                pixels_key: str, label_key: str, limit: int, pixels_scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+    """(pixels times pixels_scale, label indices) of the first `limit` examples of `split`."""
     files = fileio.glob(os.path.join(artifact_utils.get_split_uri([examples], split), '*'))
     transform_output = tft.TFTransformOutput(transform_graph_uri)
     spec = {key: value for key, value in transform_output.raw_feature_spec().items() if key in raw_keys}
@@ -23,4 +23,4 @@ def transformed(examples: artifact.Artifact, split: str, transform_graph_uri: st
         labels.append(np.reshape(features[label_key].numpy(), [-1]))
     if not pixels:
         raise ValueError(f'Split {split!r} of {examples.uri} holds no examples')
-    return np.concatenate(pixels).astype(np.float32), np.concatenate(labels)
+    return np.concatenate(pixels).astype(np.float32) * np.float32(pixels_scale), np.concatenate(labels)

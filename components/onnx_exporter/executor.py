@@ -48,7 +48,7 @@ def _transformed(input_dict, exec_properties, split: str, limit: int):
         artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]), split,
         artifact_utils.get_single_uri(input_dict[TRANSFORM_GRAPH_KEY]),
         json.loads(exec_properties['raw_feature_keys']), exec_properties['pixels_key'],
-        exec_properties['label_key'], limit)
+        exec_properties['label_key'], limit, float(exec_properties.get('pixels_scale', 1.0)))
 
 
 class Executor(base_executor.BaseExecutor):

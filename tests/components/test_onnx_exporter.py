@@ -87,5 +87,7 @@ def test_the_runtime_preprocessing_is_the_transform_graph(edge_export, transform
     for path in photos:
         data = open(path, 'rb').read()
         rgb = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
-        graph = preprocessing.decode_and_resize(tf.constant([data]), IMAGE_SIZE).numpy()[0]
-        np.testing.assert_allclose(model.pixels(rgb), graph, atol=1e-4)
+        graph = preprocessing.unit_pixels(preprocessing.decode_and_resize(tf.constant([data]), IMAGE_SIZE)).numpy()[0]
+        # both round to whole pixel values: a value on a rounding edge may land one step apart
+        assert np.mean(np.abs(model.pixels(rgb) - graph) > 1e-4) < 0.01
+        np.testing.assert_allclose(model.pixels(rgb), graph, atol=1 / 255 + 1e-4)

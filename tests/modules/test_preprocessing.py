@@ -25,9 +25,11 @@ def test_decodes_resizes_and_scales_a_batch():
     out = preprocessing.preprocessing_fn(
         {features.IMAGE_KEY: images, features.LABEL_KEY: tf.constant([[b'dog'], [b'cat']]),
          features.IMAGE_ID_KEY: tf.constant([[b'a'], [b'b']])}, transform_config(24))
-    pixels = out[features.IMAGE_XF].numpy()
-    assert pixels.shape == (2, 24, 24, 3) and pixels.dtype == np.float32
-    assert 0.0 <= pixels.min() and pixels.max() <= 1.0
+    stored = out[features.IMAGE_XF].numpy()
+    assert stored.shape == (2, 24, 24, 3) and stored.dtype == np.int64  # compact in the tf.Examples
+    assert 0 <= stored.min() and stored.max() <= 255
+    pixels = preprocessing.unit_pixels(out[features.IMAGE_XF]).numpy()
+    assert pixels.dtype == np.float32 and 0.0 <= pixels.min() and pixels.max() <= 1.0
     assert pixels[0, ..., 0].mean() > 0.95 and pixels[0, ..., 2].mean() < 0.05  # red stays red
     assert pixels[1, ..., 2].mean() > 0.95  # PNG decodes too
     assert out[features.LABEL_XF].numpy().tolist() == [1, 0]

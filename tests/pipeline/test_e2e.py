@@ -180,9 +180,9 @@ def test_served_prediction_equals_prediction_on_transform_output(runs):
     raw = {e.features.feature[features.IMAGE_ID_KEY].bytes_list.value[0]: e
            for e in read_split(run.output('ImageExampleGen', 'examples'), 'eval')}
     transformed = read_split(run.output('Transform', 'transformed_examples'), 'eval')[:16]
-    size = int(round((len(transformed[0].features.feature[features.IMAGE_XF].float_list.value) / 3) ** 0.5))
-    pixels = np.stack([np.array(e.features.feature[features.IMAGE_XF].float_list.value, dtype=np.float32)
-                       .reshape(size, size, 3) for e in transformed])
+    size = int(round((len(transformed[0].features.feature[features.IMAGE_XF].int64_list.value) / 3) ** 0.5))
+    pixels = np.stack([np.array(e.features.feature[features.IMAGE_XF].int64_list.value, dtype=np.float32)
+                       .reshape(size, size, 3) * features.PIXEL_SCALE for e in transformed])
     ids = [e.features.feature[features.IMAGE_ID_XF].bytes_list.value[0] for e in transformed]
     model = pushed_model(runs)
     from_transform = model.signatures[features.PIXELS_SIGNATURE](pixels=tf.constant(pixels))['scores'].numpy()
