@@ -77,8 +77,27 @@ def build_model(keras: ModuleType, hp: keras_tuner.HyperParameters, image_size: 
     x = layers.Dropout(hp.get('dropout'))(x)
     outputs = layers.Dense(1, activation='sigmoid', name='probability')(x)
     model = keras.Model({features.IMAGE_XF: inputs}, outputs)
-    learning_rate = keras.optimizers.schedules.CosineDecay(hp.get('learning_rate'), decay_steps)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss='binary_crossentropy',
-                  metrics=[keras.metrics.BinaryAccuracy(name='binary_accuracy')])
+    compile_classifier(keras, model, hp.get('learning_rate'), decay_steps)
     return model
+
+
+def compile_classifier(keras: ModuleType, model, learning_rate: float, decay_steps: int) -> None:
+    """Adam with a cosine decay from `learning_rate` to zero over `decay_steps`; binary cross-entropy."""
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss='binary_crossentropy',
+                  metrics=[keras.metrics.BinaryAccuracy(name='binary_accuracy')])
+
+
+def unfreeze_top(keras: ModuleType, model, layers: int) -> int:
+    """Makes the pretrained backbone's top `layers` layers trainable, except BatchNormalization
+    (the backbone runs in inference mode, so its statistics stay ImageNet's); returns the number
+    of trainable weights tensors. The caller compiles again."""
+    backbones = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(backbones) != 1:
+        raise ValueError(f'fine-tuning needs one pretrained backbone in the model, found {len(backbones)}')
+    backbone = backbones[0]
+    backbone.trainable = True
+    for index, layer in enumerate(backbone.layers):
+        top = index >= len(backbone.layers) - layers
+        layer.trainable = top and not isinstance(layer, keras.layers.BatchNormalization)
+    return len(model.trainable_weights)

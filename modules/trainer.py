@@ -4,7 +4,8 @@ Signatures (each runs the Transform graph, so serving matches training):
   serving_default      serialized tf.Example `inputs` -> `classes`, `scores` (a TF Serving
                        classification signature; also what the Evaluator calls)
   serving_image_bytes  encoded image `image_bytes` -> `classes`, `scores` (REST {"b64": ...})
-  serving_pixels       float `pixels` [N, H, W, 3] in [0, 1] -> `scores` (for ONNX export)
+  serving_pixels       float `pixels` [N, H, W, 3] in [0, 1] (Transform's pixels times
+                       features.PIXEL_SCALE) -> `scores` (for ONNX export)
 `scores` are [P(cat), P(dog)]; `classes` the matching names.
 """
 import os
@@ -18,11 +19,12 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 if __package__:
-    from . import dataset, features, model, training_config
+    from . import dataset, features, model, preprocessing, training_config
 else:  # a top-level module in the user-module wheel TFX builds from this folder
     import dataset
     import features
     import model
+    import preprocessing
     import training_config
 
 
@@ -43,12 +45,12 @@ def export_serving_model(net: tf_keras.Model, transform_output: tft.TFTransformO
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
     def serve_examples(inputs):
         parsed = tf.io.parse_example(inputs, image_spec)
-        return _classify(net, net.tft_layer(parsed)[features.IMAGE_XF])
+        return _classify(net, preprocessing.unit_pixels(net.tft_layer(parsed)[features.IMAGE_XF]))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
     def serve_image_bytes(image_bytes):
         raw = {features.IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}
-        return _classify(net, net.tft_layer(raw)[features.IMAGE_XF])
+        return _classify(net, preprocessing.unit_pixels(net.tft_layer(raw)[features.IMAGE_XF]))
 
     @tf.function(input_signature=[tf.TensorSpec([None, *image_shape], tf.float32, name='pixels')])
     def serve_pixels(pixels):
@@ -79,7 +81,8 @@ def set_method_names(export_dir: str, methods: Dict[str, str]) -> None:
 def run_fn(fn_args: FnArgs) -> None:
     """Trains on Transform's output and exports to fn_args.serving_model_dir.
 
-    custom_config: TrainingConfig.custom_config('Trainer') (preprocessing, model, training).
+    custom_config: TrainingConfig.custom_config('Trainer') (preprocessing, model, training,
+    fine_tuning). With fine_tuning.epochs, a second phase trains the backbone's top layers too.
     Hyperparameters come from the Tuner when it ran, else they are the first value of each
     entry of the model's search space.
     """
@@ -98,7 +101,16 @@ def run_fn(fn_args: FnArgs) -> None:
     steps_per_epoch = max(1, fn_args.train_steps // training.epochs)
     net = model.build_model(tf_keras, hp, config.preprocessing.image_size, network.backbone,
                             network.backbone_weights, decay_steps=steps_per_epoch * training.epochs)
+    logs = tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)
     net.fit(train, epochs=training.epochs, steps_per_epoch=steps_per_epoch,
-            validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2,
-            callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+            validation_data=evaluation, validation_steps=fn_args.eval_steps, verbose=2, callbacks=[logs])
+    fine = config.fine_tuning
+    if fine.epochs:
+        trainable = model.unfreeze_top(tf_keras, net, fine.layers)
+        model.compile_classifier(tf_keras, net, fine.learning_rate, fine.steps)
+        print(f'Fine-tuning the top {fine.layers} backbone layers ({trainable} trainable weight tensors) '
+              f'for {fine.steps} steps from learning rate {fine.learning_rate}', flush=True)
+        net.fit(train, initial_epoch=training.epochs, epochs=training.epochs + fine.epochs,
+                steps_per_epoch=max(1, fine.steps // fine.epochs), validation_data=evaluation,
+                validation_steps=fn_args.eval_steps, verbose=2, callbacks=[logs])
     export_serving_model(net, transform_output, fn_args.serving_model_dir)

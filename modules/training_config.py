@@ -190,13 +190,31 @@ class TuningConfig(FitConfig):
         _at_least(f'{where}.max_trials', self.max_trials, 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class FineTuneConfig:
+    """After the frozen-backbone training: `epochs` over `steps` with the backbone's top `layers`
+    trainable, from `learning_rate` (cosine decay). epochs=0: no fine-tuning."""
+    epochs: int
+    steps: int
+    layers: int
+    learning_rate: float
+
+    def validate(self, where: str) -> None:
+        _at_least(f'{where}.epochs', self.epochs, 0)
+        _at_least(f'{where}.steps', self.steps, 1)
+        _at_least(f'{where}.layers', self.layers, 1)
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) \
+                or not 0 < self.learning_rate <= 1:
+            raise ConfigError(f'{where}.learning_rate', f'must be in (0, 1], got {self.learning_rate!r}')
+
+
 _SECTIONS = {'preprocessing': PreprocessingConfig, 'model': ModelConfig, 'tuning': TuningConfig,
-             'training': FitConfig}
+             'training': FitConfig, 'fine_tuning': FineTuneConfig}
 # The sections each component reads.
 COMPONENT_SECTIONS = {
     'Transform': ('preprocessing',),
     'Tuner': ('preprocessing', 'model', 'tuning'),
-    'Trainer': ('preprocessing', 'model', 'training'),
+    'Trainer': ('preprocessing', 'model', 'training', 'fine_tuning'),
 }
 
 
@@ -207,12 +225,16 @@ class TrainingConfig:
     model: Optional[ModelConfig] = None
     tuning: Optional[TuningConfig] = None
     training: Optional[FitConfig] = None
+    fine_tuning: Optional[FineTuneConfig] = None
 
     def validate(self) -> 'TrainingConfig':
         for name in _SECTIONS:
             section = getattr(self, name)
             if section is not None:
                 section.validate(name)
+        if self.fine_tuning and self.fine_tuning.epochs and self.model and pretrained(self.model.backbone) is None:
+            raise ConfigError('fine_tuning.epochs', f'must be 0 for {self.model.backbone!r}: only a pretrained '
+                                                    'backbone has layers to unfreeze')
         return self
 
     def custom_config(self, component: str) -> Dict[str, Any]:

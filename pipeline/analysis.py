@@ -97,12 +97,14 @@ def pushed_versions(current: config.Settings) -> List[registry.Record]:
 
 
 def predictions(run: summary.RunRecord, limit: Optional[int] = None) -> List[Dict[str, object]]:
-    """[{image_id, label, p_dog, image}] for the eval split, scored by the run's trained model."""
+    """[{image_id, label, p_dog, image}] for the split the Evaluator used (eval, or the hold-out
+    `validation`), scored by the run's trained model."""
     import tensorflow as tf
     examples = required(run, 'ImageExampleGen', 'examples')
     model_uri = os.path.join(required(run, 'Trainer', 'model').uri, 'Format-Serving')
     score = tf.saved_model.load(model_uri).signatures[features.IMAGE_BYTES_SIGNATURE]
-    files = sorted(glob.glob(os.path.join(examples.uri, 'Split-eval', '*')))
+    split = summary.evaluated_split(run).split(', ')[0]
+    files = sorted(glob.glob(os.path.join(examples.uri, f'Split-{split}', '*')))
     rows = []
     for record in tf.data.TFRecordDataset(files, compression_type='GZIP').take(limit or -1):
         feature = tf.train.Example.FromString(record.numpy()).features.feature

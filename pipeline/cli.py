@@ -20,7 +20,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    overrides = {'data_root': args.data_root, 'home': args.home, 'input_pattern': args.input_pattern,
+    overrides = {'profile': args.profile, 'data_root': args.data_root, 'home': args.home,
+                 'input_pattern': args.input_pattern,
                  'backbone': args.backbone, 'backbone_weights': args.backbone_weights, 'tune': args.tune}
     for assignment in args.set or []:
         name, sep, value = assignment.partition('=')
@@ -81,7 +82,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     if args.action != 'list' and not args.version:
         raise ValueError(f'`petpark models {args.action}` needs a VERSION (see `petpark models list`)')
-    settings = config.Settings.from_env({'home': args.home})
+    settings = config.Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
     if not os.path.isfile(settings.metadata_path):
         raise ValueError(f'No metadata store at {settings.metadata_path}: nothing has run in this home yet')
     with console.Console(False, os.path.join(settings.home, 'logs', 'models.log')) as terminal:
@@ -110,7 +111,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    settings = config.Settings.from_env({'home': args.home}, check_data_root=False)
+    settings = config.Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
     if not os.path.isfile(settings.metadata_path):
         raise ValueError(f'No metadata store at {settings.metadata_path}: nothing has run in this home yet')
     log_path = os.path.join(settings.home, 'logs', 'report.log')
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser('run', help='run the whole pipeline locally (Beam DirectRunner)',
                               description='Settings come from PETPARK_* environment variables; '
                                           'flags override them. See README for every setting.')
+    run.add_argument('--profile', choices=list(config.PROFILES),
+                     help="named defaults (PETPARK_PROFILE): 'demo' (synthetic frames) or 'real' (the Kaggle photos)")
     run.add_argument('--data-root', help='input images (PETPARK_DATA_ROOT)')
     run.add_argument('--home', help='pipeline root, MLMD and serving directory (PETPARK_HOME)')
     run.add_argument('--input-pattern', help='glob under the data root (PETPARK_INPUT_PATTERN)')
@@ -202,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument('version', nargs='?', help='the pushed version (show, lineage)')
     models.add_argument('--json', action='store_true', help='JSON instead of a table')
     models.add_argument('--home', help='PETPARK_HOME')
+    models.add_argument('--profile', choices=list(config.PROFILES), help='PETPARK_PROFILE (its home)')
     models.set_defaults(func=_models)
 
     report = commands.add_parser('report', help="render the analysts' notebooks to HTML under <home>/reports/",
@@ -211,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument('--notebook', action='append', choices=['data_validation', 'model_analysis'],
                         help='only this notebook (repeatable; default: both)')
     report.add_argument('--home', help='PETPARK_HOME')
+    report.add_argument('--profile', choices=list(config.PROFILES), help='PETPARK_PROFILE (its home)')
     report.set_defaults(func=_report)
 
     airflow = commands.add_parser(

@@ -28,13 +28,20 @@ class Setting:
 
 # name -> (environment variable, default, description). README's settings table mirrors this.
 SETTINGS: Dict[str, Setting] = {
+    'profile': Setting('PETPARK_PROFILE', 'demo',
+                       "Named defaults for the settings below: 'demo' (synthetic frames) or 'real' (the Kaggle "
+                       'photos; see README). Environment variables and flags override them.'),
     'home': Setting('PETPARK_HOME', 'petpark_home',
                     'Pipeline root, MLMD sqlite and serving push directory live below it.'),
     'data_root': Setting('PETPARK_DATA_ROOT', '',
                          'Input images. Empty: the synthetic default dataset under <home>/data/synthetic, '
                          'generated on first run.'),
     'input_pattern': Setting('PETPARK_INPUT_PATTERN', '*/*',
-                             'Glob under data_root; `{SPAN}` selects spans, e.g. span-{SPAN}/*/*.'),
+                             'Glob under data_root; `{SPAN}` selects spans, e.g. span-{SPAN}/*/*. Several '
+                             'globs separated by commas are pooled (each below a folder of its own).'),
+    'holdout_pattern': Setting('PETPARK_HOLDOUT_PATTERN', '',
+                               'Glob under data_root whose images form the `validation` split: never tuned or '
+                               'trained on; the Evaluator reports and blesses on it. Empty: the eval split.'),
     'pipeline_name': Setting('PETPARK_PIPELINE_NAME', 'petpark', 'TFX pipeline name.'),
     'model_name': Setting('PETPARK_MODEL_NAME', 'petpark', 'Served model name: <home>/serving/<model_name>/.'),
     'train_fraction': Setting('PETPARK_TRAIN_FRACTION', 0.8, 'Share of images hashed into the train split.'),
@@ -63,10 +70,24 @@ SETTINGS: Dict[str, Setting] = {
     'tuner_steps': Setting('PETPARK_TUNER_STEPS', 30, 'Training steps per tuner trial.'),
     'train_epochs': Setting('PETPARK_TRAIN_EPOCHS', 10, 'Trainer epochs.'),
     'train_steps': Setting('PETPARK_TRAIN_STEPS', 400, 'Trainer steps in total (spread over the epochs).'),
+    'fine_tune_epochs': Setting('PETPARK_FINE_TUNE_EPOCHS', 0,
+                                'After training with the backbone frozen, epochs with its top layers unfrozen '
+                                '(0: none; pretrained backbones only).'),
+    'fine_tune_steps': Setting('PETPARK_FINE_TUNE_STEPS', 200, 'Fine-tuning steps in total.'),
+    'fine_tune_layers': Setting('PETPARK_FINE_TUNE_LAYERS', 12,
+                                "Backbone layers unfrozen, counted from its top (BatchNorm's statistics stay "
+                                'frozen).'),
+    'fine_tune_learning_rate': Setting('PETPARK_FINE_TUNE_LEARNING_RATE', 1e-4,
+                                       'Starting learning rate of fine-tuning (cosine decay to zero).'),
     'eval_steps': Setting('PETPARK_EVAL_STEPS', 5, 'Validation batches per epoch.'),
     'batch_size': Setting('PETPARK_BATCH_SIZE', 32, 'Batch size for tuning and training.'),
     'min_accuracy': Setting('PETPARK_MIN_ACCURACY', 0.7,
                             'Blessing: lowest binary accuracy on the overall eval slice.'),
+    'min_class_precision': Setting('PETPARK_MIN_CLASS_PRECISION', 0.0,
+                                   'Blessing: lowest precision of each class (cat and dog each as the positive '
+                                   'class) on the overall slice; 0: not checked.'),
+    'min_class_recall': Setting('PETPARK_MIN_CLASS_RECALL', 0.0,
+                                'Blessing: lowest recall of each class on the overall slice; 0: not checked.'),
     'max_accuracy_drop': Setting('PETPARK_MAX_ACCURACY_DROP', 0.02,
                                  'Blessing: largest accuracy drop allowed against the latest blessed model.'),
     'validate_serving': Setting('PETPARK_VALIDATE_SERVING', True,
@@ -110,6 +131,44 @@ SETTINGS: Dict[str, Setting] = {
 }
 
 
+SHARED_ROOT = os.path.join(os.path.dirname(REPO_ROOT), 'shared')
+_REAL_BACKBONE = 'mobilenet_v1_1.0'
+# Named defaults. 'real': the production model on real photos: train/ and the 128 px set pooled and
+# hash-split into train/eval (duplicates kept together), validation/ held out for the Evaluator.
+PROFILES: Dict[str, Dict[str, Any]] = {
+    'demo': {},
+    'real': {
+        'home': 'petpark_home_real',
+        'data_root': os.path.join(SHARED_ROOT, 'data'),
+        'input_pattern': 'cats_and_dogs_filtered/train/*/*,kaggle_dogs_vs_cats_128/*/*',
+        'holdout_pattern': 'cats_and_dogs_filtered/validation/*/*',
+        'train_fraction': 0.9,
+        'image_size': 160,
+        'backbone': _REAL_BACKBONE,
+        'backbone_weights': os.path.join(SHARED_ROOT, 'models',
+                                         training_config.PRETRAINED[_REAL_BACKBONE].file_name),
+        'search_space': json.dumps({'learning_rate': [1e-3, 3e-3, 3e-4], 'dropout': [0.3, 0.5],
+                                    'dense_units': [256, 128], 'augmentation': [0.1, 0.0]}),
+        'tuner_trials': 3,
+        'tuner_epochs': 1,
+        'tuner_steps': 60,
+        'batch_size': 64,
+        'train_epochs': 2,
+        'train_steps': 700,
+        'fine_tune_epochs': 2,
+        'fine_tune_steps': 500,
+        'fine_tune_layers': 12,
+        'fine_tune_learning_rate': 1e-4,
+        'eval_steps': 36,
+        'min_accuracy': 0.98,
+        'min_class_precision': 0.97,
+        'min_class_recall': 0.97,
+        'max_accuracy_drop': 0.005,
+        'beam_workers': 2,
+    },
+}
+
+
 def _parse(name: str, raw: Any) -> Any:
     default = SETTINGS[name].default
     if raw is None:
@@ -133,9 +192,11 @@ def _parse(name: str, raw: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    profile: str
     home: str
     data_root: str
     input_pattern: str
+    holdout_pattern: str
     pipeline_name: str
     model_name: str
     train_fraction: float
@@ -155,9 +216,15 @@ class Settings:
     tuner_steps: int
     train_epochs: int
     train_steps: int
+    fine_tune_epochs: int
+    fine_tune_steps: int
+    fine_tune_layers: int
+    fine_tune_learning_rate: float
     eval_steps: int
     batch_size: int
     min_accuracy: float
+    min_class_precision: float
+    min_class_recall: float
     max_accuracy_drop: float
     validate_serving: bool
     validation_server: str
@@ -180,12 +247,16 @@ class Settings:
     @classmethod
     def from_env(cls, overrides: Optional[Mapping[str, Any]] = None,
                  environ: Optional[Mapping[str, str]] = None, check_data_root: bool = True) -> 'Settings':
-        """Environment values, then non-None `overrides`; local paths made absolute.
+        """The profile's defaults, then environment values, then non-None `overrides`; local paths made absolute.
 
         `check_data_root=False` leaves a missing data folder to the ImageExampleGen run (a scheduled
         DAG must still parse, and its run fail with the component's error)."""
         environ = os.environ if environ is None else environ
-        values = {name: _parse(name, environ.get(s.env)) for name, s in SETTINGS.items()}
+        profile = (overrides or {}).get('profile') or environ.get(SETTINGS['profile'].env) or 'demo'
+        if profile not in PROFILES:
+            raise ValueError(f'Unknown profile {profile!r}: one of {", ".join(PROFILES)} (--profile / PETPARK_PROFILE)')
+        values = {name: _parse(name, environ.get(s.env, PROFILES[profile].get(name))) for name, s in SETTINGS.items()}
+        values['profile'] = profile
         for name, value in (overrides or {}).items():
             if name not in SETTINGS:
                 raise ValueError(f'Unknown setting {name!r}')
@@ -208,6 +279,9 @@ class Settings:
         if self.validation_server not in VALIDATION_SERVERS:
             raise ValueError(f'PETPARK_VALIDATION_SERVER must be one of {VALIDATION_SERVERS}, '
                              f'got {self.validation_server!r}')
+        for name in ('min_accuracy', 'min_class_precision', 'min_class_recall', 'max_accuracy_drop'):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f'{SETTINGS[name].env} must be between 0 and 1, got {getattr(self, name)}')
         if self.validation_max_latency_ms <= 0:
             raise ValueError(f'PETPARK_VALIDATION_MAX_LATENCY_MS must be positive, got {self.validation_max_latency_ms}')
         if self.airflow_retries < 0:
@@ -261,11 +335,19 @@ class Settings:
             tuning=training_config.TuningConfig(epochs=self.tuner_epochs, batch_size=self.batch_size,
                                                 seed=self.seed, algorithm=self.tuner_algorithm,
                                                 max_trials=self.tuner_trials),
-            training=training_config.FitConfig(epochs=self.train_epochs, batch_size=self.batch_size, seed=self.seed))
+            training=training_config.FitConfig(epochs=self.train_epochs, batch_size=self.batch_size, seed=self.seed),
+            fine_tuning=training_config.FineTuneConfig(
+                epochs=self.fine_tune_epochs, steps=self.fine_tune_steps, layers=self.fine_tune_layers,
+                learning_rate=self.fine_tune_learning_rate))
         try:
             return config.validate()
         except training_config.ConfigError as e:
             raise ValueError(f'{SETTINGS[_CONFIG_SETTINGS[e.field]].env} {e.problem}') from None
+
+    @property
+    def input_patterns(self) -> List[str]:
+        """PETPARK_INPUT_PATTERN's comma-separated globs."""
+        return [pattern.strip() for pattern in self.input_pattern.split(',') if pattern.strip()]
 
     @property
     def input_base(self) -> str:
@@ -312,7 +394,9 @@ _CONFIG_SETTINGS = {
     'model.backbone_weights': 'backbone_weights', 'model.search_space': 'search_space',
     'tuning.algorithm': 'tuner_algorithm', 'tuning.max_trials': 'tuner_trials', 'tuning.epochs': 'tuner_epochs',
     'tuning.batch_size': 'batch_size', 'tuning.seed': 'seed', 'training.epochs': 'train_epochs',
-    'training.batch_size': 'batch_size', 'training.seed': 'seed',
+    'training.batch_size': 'batch_size', 'training.seed': 'seed', 'fine_tuning.epochs': 'fine_tune_epochs',
+    'fine_tuning.steps': 'fine_tune_steps', 'fine_tuning.layers': 'fine_tune_layers',
+    'fine_tuning.learning_rate': 'fine_tune_learning_rate',
 }
 
 

@@ -20,12 +20,13 @@ from tfx.components.tuner.component import Tuner
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration import pipeline as tfx_pipeline
-from tfx.proto import pusher_pb2, trainer_pb2
+from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 from tfx.types import channel, standard_artifacts
 
 from petpark import modules, schemas
 from petpark.components.anomalies_gate.component import AnomaliesGate
 from petpark.components.image_example_gen.component import ImageExampleGen
+from petpark.components.image_example_gen.executor import HOLDOUT_SPLIT
 from petpark.components.model_card.component import ModelCardGenerator
 from petpark.components.onnx_exporter.component import OnnxExporter
 from petpark.components.serving_pusher.component import ServingPusher
@@ -56,7 +57,9 @@ def user_code(module: str, function: str, how: str) -> dict:
 def eval_config(settings: Settings) -> tfma.EvalConfig:
     """Metrics for P(dog) overall, per camera, lighting, camera x lighting and image-derived bucket.
 
-    Blessing looks at the overall slice only, so a small slice cannot veto a model by noise.
+    Blessing looks at the overall slice only, so a small slice cannot veto a model by noise: its
+    accuracy, and with PETPARK_MIN_CLASS_PRECISION/RECALL each class's precision and recall (cat
+    and dog each as the positive class; the cat figures come from a second, class-0 metrics spec).
     """
     overall = [tfma.SlicingSpec()]
     gate = tfma.MetricThreshold(
@@ -64,23 +67,32 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={'value': -settings.max_accuracy_drop}))
+
+    def at_least(bound: float) -> list:
+        return [tfma.PerSliceMetricThreshold(slicing_specs=overall, threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={'value': bound})))] if bound > 0 else []
+
+    per_class = [tfma.MetricConfig(class_name='Precision', per_slice_thresholds=at_least(settings.min_class_precision)),
+                 tfma.MetricConfig(class_name='Recall', per_slice_thresholds=at_least(settings.min_class_recall))]
     thresholds = '{"thresholds": %s}' % THRESHOLDS
     metrics = [
         tfma.MetricConfig(class_name='ExampleCount'),
         tfma.MetricConfig(class_name='BinaryAccuracy', per_slice_thresholds=[
             tfma.PerSliceMetricThreshold(slicing_specs=overall, threshold=gate)]),
-        tfma.MetricConfig(class_name='Precision'),
-        tfma.MetricConfig(class_name='Recall'),
+        *per_class,
         tfma.MetricConfig(class_name='AUC'),
         tfma.MetricConfig(class_name='ConfusionMatrixAtThresholds', config=thresholds),
         tfma.MetricConfig(class_name='FairnessIndicators', module=FAIRNESS_MODULE, config=thresholds),
     ]
+    specs = [tfma.MetricsSpec(metrics=metrics, binarize=tfma.BinarizationOptions(
+        class_ids={'values': [features.POSITIVE_CLASS_ID]}))]
+    if settings.min_class_precision > 0 or settings.min_class_recall > 0:
+        specs.append(tfma.MetricsSpec(metrics=per_class, binarize=tfma.BinarizationOptions(
+            class_ids={'values': [1 - features.POSITIVE_CLASS_ID]})))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(signature_name=features.EXAMPLES_SIGNATURE, label_key=features.LABEL_KEY)],
         slicing_specs=[tfma.SlicingSpec(feature_keys=keys) for keys in SLICES],
-        metrics_specs=[tfma.MetricsSpec(
-            metrics=metrics,
-            binarize=tfma.BinarizationOptions(class_ids={'values': [features.POSITIVE_CLASS_ID]}))])
+        metrics_specs=specs)
 
 
 def create_pipeline(settings: Settings, *, pipeline_root: str,
@@ -90,6 +102,9 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
     -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed)
     -> ServingValidator (optional) -> Pusher -> OnnxExporter (optional) -> ModelCardGenerator.
+
+    Tuner and Trainer read the train and eval splits; with a hold-out pattern the Evaluator
+    reports and blesses on the `validation` split, which nothing before it trains on.
 
     pipeline_root: local path or URI (gs://, s3://), used as given.
     metadata_connection_config: the runner's MLMD store (None where the orchestrator brings
@@ -101,7 +116,8 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
         raise ValueError(f'user_code_from must be one of {USER_CODE}, got {user_code_from!r}')
     config = settings.training_config()
     example_gen = ImageExampleGen(
-        input_base=settings.input_base, class_names=features.LABELS, input_pattern=settings.input_pattern,
+        input_base=settings.input_base, class_names=features.LABELS, input_pattern=settings.input_patterns,
+        holdout_pattern=settings.holdout_pattern,
         train_fraction=settings.train_fraction, max_bad_fraction=settings.max_bad_fraction,
         max_file_bytes=settings.max_file_bytes, allow_symlinks_outside_root=settings.allow_symlinks_outside_root)
     statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'])
@@ -113,6 +129,7 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     transform = Transform(
         examples=example_gen.outputs['examples'], schema=anomalies_gate.outputs['validated_schema'],
         **user_code('preprocessing', 'preprocessing_fn', user_code_from), custom_config=config.custom_config('Transform'),
+        splits_config=transform_pb2.SplitsConfig(analyze=['train'], transform=['train', 'eval']),
         disable_statistics=True)
     nodes = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform]
 
@@ -142,7 +159,8 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     ).with_id('latest_blessed_model_resolver')
     evaluator = Evaluator(
         examples=example_gen.outputs['examples'], model=trainer.outputs['model'],
-        baseline_model=latest_blessed.outputs['model'], eval_config=eval_config(settings))
+        baseline_model=latest_blessed.outputs['model'], eval_config=eval_config(settings),
+        example_splits=[HOLDOUT_SPLIT] if settings.holdout_pattern else None)
     nodes += [trainer, latest_blessed, evaluator]
     infra_blessing = None
     if settings.validate_serving:
@@ -165,7 +183,8 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
             pushed_model=pusher.outputs['pushed_model'], evaluation=evaluator.outputs['evaluation'],
             model_name=settings.model_name, edge_base_directory=settings.edge_model_dir,
             class_names=features.LABELS, raw_feature_keys=[features.IMAGE_KEY, features.LABEL_KEY],
-            pixels_key=features.IMAGE_XF, label_key=features.LABEL_XF, signature_name=features.PIXELS_SIGNATURE,
+            pixels_key=features.IMAGE_XF, label_key=features.LABEL_XF, pixels_scale=features.PIXEL_SCALE,
+            signature_name=features.PIXELS_SIGNATURE,
             opset=settings.onnx_opset, quantize_int8=settings.onnx_int8))
         onnx_model = nodes[-1].outputs['onnx_model']
     nodes.append(ModelCardGenerator(

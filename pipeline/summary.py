@@ -26,6 +26,8 @@ class RunRecord:
     states: Dict[str, str]
     seconds: Dict[str, float]
     outputs: Dict[str, Dict[str, List[metadata_store_pb2.Artifact]]]
+    parameters: Dict[str, Dict[str, metadata_store_pb2.Value]] = dataclasses.field(default_factory=dict)
+    started: Dict[str, float] = dataclasses.field(default_factory=dict)  # epoch seconds
 
     def output(self, node: str, key: str) -> Optional[metadata_store_pb2.Artifact]:
         artifacts = self.outputs.get(node, {}).get(key, [])
@@ -70,12 +72,47 @@ def _run_record(store: mlmd.MetadataStore, run: metadata_store_pb2.Context, meta
     for event in output_events:
         key = event.path.steps[0].key if event.path.steps else ''
         outputs.setdefault(node_of[event.execution_id], {}).setdefault(key, []).append(artifacts[event.artifact_id])
-    return RunRecord(run.name, states, seconds, outputs)
+    parameters = {node_of[e.id]: dict(e.custom_properties) for e in executions if e.id in node_of}
+    started = {node_of[e.id]: e.create_time_since_epoch / 1000.0 for e in executions if e.id in node_of}
+    return RunRecord(run.name, states, seconds, outputs, parameters, started)
 
 
 def slice_metrics(evaluation_uri: str) -> List[Tuple[str, Dict[str, float]]]:
     """(slice name, {metric: value}) for P(dog), overall first, then by slice name."""
     return facts.slice_metrics(evaluation_uri, features.POSITIVE_CLASS_ID)
+
+
+def format_row(slice_name: str, values: Dict[str, float]) -> str:
+    """One slice's row under METRIC_COLUMNS."""
+    cells = ''.join(f'{values[key]:>10.0f}' if key == 'example_count' else f'{values[key]:>10.3f}'
+                    if key in values else f"{'-':>10}" for key, _ in METRIC_COLUMNS)
+    return f'{slice_name:<34}{cells}'
+
+
+def per_class(values: Dict[str, float]) -> Dict[str, Dict[str, float]]:
+    """{class: {precision, recall}} at the 0.5 threshold, each class in turn the positive one: the
+    cat figures are the dog figures' complements (negative predictive value, true negative rate)."""
+    at = f'fairness_indicators_metrics/%s@{facts.FAIRNESS_AT}'
+    if at % 'false_omission_rate' not in values:
+        return {}
+    positive, negative = features.LABELS[features.POSITIVE_CLASS_ID], features.LABELS[1 - features.POSITIVE_CLASS_ID]
+    return {positive: {'precision': values[at % 'precision'], 'recall': values[at % 'recall']},
+            negative: {'precision': 1.0 - values[at % 'false_omission_rate'],
+                       'recall': values[at % 'true_negative_rate']}}
+
+
+def per_class_lines(evaluation_uri: str) -> List[str]:
+    """'cat: precision p, recall r' for each class on the overall slice."""
+    overall = dict(slice_metrics(evaluation_uri)).get('overall', {})
+    return [f'{name} as the positive class: precision {m["precision"]:.3f}, recall {m["recall"]:.3f}'
+            for name, m in sorted(per_class(overall).items())]
+
+
+def evaluated_split(run: RunRecord) -> str:
+    """The split the Evaluator of `run` computed its metrics on."""
+    value = run.parameters.get('Evaluator', {}).get('example_splits')
+    splits = json.loads(value.string_value) if value is not None and value.string_value else None
+    return ', '.join(splits) if splits else 'eval'  # TFX's Evaluator default
 
 
 def ingestion_report(run: RunRecord) -> Optional[Dict]:
@@ -100,16 +137,17 @@ def describe(run: RunRecord) -> List[str]:
         if found and found['groups']:
             lines.append(f"  duplicates: {found['groups']} groups of {found['photos_in_groups']} photos "
                          f"({found['exact_pairs']} exact, {found['near_pairs']} near), each kept in one split")
+            if found.get('withheld_from_training'):
+                lines.append(f"  withheld from training: {found['withheld_from_training']} photos that duplicate "
+                             'held-out ones')
         elif found:
             lines.append('  duplicates: none')
     evaluation = run.output('Evaluator', 'evaluation')
     if evaluation is not None:
-        lines.append('Evaluation on the eval split (positive class: dog, threshold 0.5):')
+        lines.append(f'Evaluation on the {evaluated_split(run)} split (positive class: dog, threshold 0.5):')
         lines.append(f"  {'slice':<34}" + ''.join(f'{title:>10}' for _, title in METRIC_COLUMNS))
-        for slice_name, values in slice_metrics(evaluation.uri):
-            cells = ''.join(f'{values[key]:>10.0f}' if key == 'example_count' else f'{values[key]:>10.3f}'
-                            if key in values else f"{'-':>10}" for key, _ in METRIC_COLUMNS)
-            lines.append(f'  {slice_name:<34}{cells}')
+        lines += ['  ' + format_row(name, values) for name, values in slice_metrics(evaluation.uri)]
+        lines += ['  ' + line for line in per_class_lines(evaluation.uri)]
     blessing = run.output('Evaluator', 'blessing')
     if blessing is not None:
         blessed = facts.prop(blessing, 'blessed') == 1
@@ -119,7 +157,10 @@ def describe(run: RunRecord) -> List[str]:
             for failure in validation.metric_validations_per_slice:
                 for failed in failure.failures:
                     threshold = text_format.MessageToString(failed.metric_threshold, as_one_line=True)
-                    lines.append(f'  failed: {failed.metric_key.name} = {failed.metric_value.double_value.value:.3f}'
+                    key = failed.metric_key
+                    of_class = (f' of {features.LABELS[key.sub_key.class_id.value]}'
+                                if key.HasField('sub_key') and key.sub_key.HasField('class_id') else '')
+                    lines.append(f'  failed: {key.name}{of_class} = {failed.metric_value.double_value.value:.3f}'
                                  f' ({threshold})')
     infra = run.output('ServingValidator', 'blessing')
     if infra is not None:

@@ -14,7 +14,9 @@ def custom_config(component, search_space=None, algorithm='random', max_trials=2
                                           search_space=training_config.search_space_with(search_space)),
         tuning=training_config.TuningConfig(epochs=2, batch_size=8, seed=seed, algorithm=algorithm,
                                             max_trials=max_trials),
-        training=training_config.FitConfig(epochs=2, batch_size=8, seed=seed)).custom_config(component)
+        training=training_config.FitConfig(epochs=2, batch_size=8, seed=seed),
+        fine_tuning=training_config.FineTuneConfig(epochs=0, steps=1, layers=1, learning_rate=1e-4),
+    ).custom_config(component)
 
 
 def fn_args_for(transformed, work_dir):

@@ -82,3 +82,20 @@ def test_mobilenet_loads_local_imagenet_weights_frozen(shared_dir):
     reference = tf_keras.applications.MobileNet(input_shape=(128, 128, 3), alpha=0.25, include_top=False,
                                                weights=weights)
     np.testing.assert_array_equal(first_kernel, reference.get_layer('conv1').get_weights()[0])
+
+
+def test_fine_tuning_trains_only_the_top_backbone_layers_and_keeps_batchnorm_frozen(shared_dir):
+    weights = os.path.join(shared_dir, 'models', training_config.PRETRAINED['mobilenet_v1_0.25'].file_name)
+    net = model.build_model(tf_keras, model.hyperparameters(), 64, 'mobilenet_v1_0.25', weights, decay_steps=10)
+    backbone = next(layer for layer in net.layers if isinstance(layer, tf_keras.Model))
+    before = {w.name: w.numpy().copy() for w in backbone.weights}
+    frozen_count = len(net.trainable_weights)  # the head only
+    assert model.unfreeze_top(tf_keras, net, 7) > frozen_count  # the last block and the pooling
+    assert [layer.name for layer in backbone.layers if layer.trainable and layer.weights] == ['conv_dw_13', 'conv_pw_13']
+    model.compile_classifier(tf_keras, net, 1e-2, decay_steps=5)
+    rng = np.random.default_rng(0)
+    net.fit({features.IMAGE_XF: rng.random((16, 64, 64, 3), dtype=np.float32)},
+            rng.integers(0, 2, (16, 1)).astype(np.float32), epochs=1, batch_size=8, verbose=0)
+    changed = {w.name for w in backbone.weights if not np.array_equal(w.numpy(), before[w.name])}
+    assert changed and all(name.split('/')[0] in ('conv_dw_13', 'conv_pw_13') for name in changed), changed
+    assert not any('bn' in name for name in changed)  # BatchNorm statistics and scales stay ImageNet's

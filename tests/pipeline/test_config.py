@@ -35,6 +35,10 @@ def test_environment_then_overrides(tmp_path):
     ({'PETPARK_SEARCH_SPACE': '{"filters": []}'}, 'non-empty lists'),
     ({'PETPARK_VALIDATION_SERVER': 'kserve'}, "PETPARK_VALIDATION_SERVER must be one of .*'kserve'"),
     ({'PETPARK_VALIDATION_MAX_LATENCY_MS': '0'}, 'PETPARK_VALIDATION_MAX_LATENCY_MS must be positive'),
+    ({'PETPARK_PROFILE': 'prod'}, "Unknown profile 'prod': one of demo, real"),
+    ({'PETPARK_FINE_TUNE_EPOCHS': '2'}, "PETPARK_FINE_TUNE_EPOCHS must be 0 for 'cnn'"),
+    ({'PETPARK_FINE_TUNE_LEARNING_RATE': '2'}, 'PETPARK_FINE_TUNE_LEARNING_RATE must be in'),
+    ({'PETPARK_MIN_CLASS_RECALL': '1.5'}, 'PETPARK_MIN_CLASS_RECALL must be between 0 and 1'),
 ])
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(ValueError, match=message):
@@ -98,7 +102,7 @@ def test_each_component_gets_only_the_config_sections_it_reads(tmp_path):
     sections = {name: sorted(json.loads(nodes[name].exec_properties['custom_config']))
                 for name in ('Transform', 'Tuner', 'Trainer')}
     assert sections == {'Transform': ['preprocessing'], 'Tuner': ['model', 'preprocessing', 'tuning'],
-                        'Trainer': ['model', 'preprocessing', 'training']}
+                        'Trainer': ['fine_tuning', 'model', 'preprocessing', 'training']}
     trainer = json.loads(nodes['Trainer'].exec_properties['custom_config'])
     assert trainer['training'] == {'epochs': 3, 'batch_size': 32, 'seed': 0}
 
@@ -138,3 +142,58 @@ def test_local_runner_builds_its_choices_and_generates_no_data(tmp_path):
     assert pipeline.metadata_connection_config.sqlite.filename_uri == settings.metadata_path
     assert '--direct_num_workers=2' in pipeline.beam_pipeline_args
     assert not list((tmp_path / 'home').iterdir())  # TFX makes the sqlite file's folder; nothing else
+
+
+def real_profile(tmp_path, **env):
+    """The real profile with its data and weights replaced (a user's machine has neither)."""
+    data = tmp_path / 'data'
+    data.mkdir(exist_ok=True)
+    return config.Settings.from_env(environ=dict({
+        'PETPARK_PROFILE': 'real', 'PETPARK_HOME': str(tmp_path / 'home'), 'PETPARK_DATA_ROOT': str(data),
+        'PETPARK_BACKBONE': 'cnn', 'PETPARK_BACKBONE_WEIGHTS': '', 'PETPARK_FINE_TUNE_EPOCHS': '0'}, **env))
+
+
+def test_a_profile_sets_defaults_that_the_environment_and_flags_override(tmp_path):
+    settings = real_profile(tmp_path, PETPARK_TRAIN_STEPS='11')
+    assert settings.profile == 'real' and settings.image_size == 160 and settings.train_steps == 11
+    assert settings.input_patterns == ['cats_and_dogs_filtered/train/*/*', 'kaggle_dogs_vs_cats_128/*/*']
+    assert settings.holdout_pattern == 'cats_and_dogs_filtered/validation/*/*'
+    assert (settings.min_accuracy, settings.min_class_precision, settings.min_class_recall) == (0.98, 0.97, 0.97)
+    assert config.Settings.from_env({'profile': 'demo'}, environ={'PETPARK_PROFILE': 'real'}).image_size == 64
+    real = config.PROFILES['real']
+    assert real['backbone'] == 'mobilenet_v1_1.0' and real['fine_tune_epochs'] > 0
+    assert os.path.basename(real['backbone_weights']) == 'mobilenet_v1_1_0_224_imagenet_no_top_converted.h5'
+
+
+def test_the_real_profile_resolves_on_a_machine_with_the_shared_data(shared_dir):
+    settings = config.Settings.from_env({'profile': 'real'}, environ={})
+    assert settings.data_root == os.path.abspath(os.path.join(shared_dir, 'data'))
+    assert settings.training_config().fine_tuning.epochs == 2  # weights found and their sha256 checked
+
+
+def test_the_hold_out_split_is_evaluated_and_never_transformed_for_training(tmp_path):
+    from petpark.components.image_example_gen.executor import HOLDOUT_SPLIT
+    nodes = {node.id: node for node in build(real_profile(tmp_path)).components}
+    splits = json.loads(nodes['ImageExampleGen'].exec_properties['input_config'])['splits']
+    assert [(s['name'], s['pattern']) for s in splits] == [
+        ('pool-1', 'cats_and_dogs_filtered/train/*/*'), ('pool-2', 'kaggle_dogs_vs_cats_128/*/*'),
+        (HOLDOUT_SPLIT, 'cats_and_dogs_filtered/validation/*/*')]
+    assert json.loads(nodes['Evaluator'].exec_properties['example_splits']) == [HOLDOUT_SPLIT]
+    transform_splits = json.loads(nodes['Transform'].exec_properties['splits_config'])
+    assert transform_splits == {'analyze': ['train'], 'transform': ['train', 'eval']}
+    demo = {node.id: node for node in build(config.Settings.from_env({'home': str(tmp_path)}, environ={})).components}
+    assert json.loads(demo['Evaluator'].exec_properties['example_splits'] or 'null') is None
+
+
+def test_per_class_precision_and_recall_gate_the_blessing(tmp_path):
+    from petpark.modules import features
+    from petpark.pipeline import factory
+    specs = factory.eval_config(real_profile(tmp_path)).metrics_specs
+    gated = {(spec.binarize.class_ids.values[0], metric.class_name):
+             metric.per_slice_thresholds[0].threshold.value_threshold.lower_bound.value
+             for spec in specs for metric in spec.metrics if metric.class_name in ('Precision', 'Recall')}
+    dog, cat = features.POSITIVE_CLASS_ID, 1 - features.POSITIVE_CLASS_ID
+    assert gated == {(dog, 'Precision'): 0.97, (dog, 'Recall'): 0.97, (cat, 'Precision'): 0.97, (cat, 'Recall'): 0.97}
+    demo = factory.eval_config(config.Settings.from_env({'home': str(tmp_path)}, environ={}))
+    assert len(demo.metrics_specs) == 1
+    assert not any(m.per_slice_thresholds for m in demo.metrics_specs[0].metrics if m.class_name == 'Precision')
