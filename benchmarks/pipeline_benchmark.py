@@ -8,8 +8,12 @@
    ../shared/data/kaggle_dogs_vs_cats_128, 21,991 images): images/second for ImageExampleGen,
    StatisticsGen and Transform, for each number of Beam workers asked for (a fresh home each),
    and each one's speed-up over the first.
+3. Data-lake scale (--synthetic 10000 100000): the same on generated synthetic sets of each
+   size (the pet park's lake holds about 100,000 photos), and how images/second changes from
+   the smaller to the larger set for each number of workers.
 
-    .venv/bin/python benchmarks/pipeline_benchmark.py [--scale-data DIR] [--beam-workers 1 2] [--skip-demo] [--skip-scale]
+    .venv/bin/python benchmarks/pipeline_benchmark.py [--scale-data DIR] [--beam-workers 1 2] [--skip-demo]
+        [--skip-scale] [--synthetic 10000 100000]
 """
 import argparse
 import os
@@ -81,9 +85,10 @@ def startup(settings: config.Settings) -> None:
 
 def scale(work: str, data_root: str, beam_workers: int) -> dict:
     """{component: images/s} (and 'wall') of one run up to Transform with `beam_workers`."""
-    settings = config.Settings.from_env({'home': os.path.join(work, f'scale-w{beam_workers}'), 'data_root': data_root,
+    name = f'scale-{os.path.basename(data_root)}-w{beam_workers}'
+    settings = config.Settings.from_env({'home': os.path.join(work, name), 'data_root': data_root,
                                          'beam_workers': beam_workers}, environ={})
-    wall, record = timed_run(settings, os.path.join(work, f'scale-w{beam_workers}.log'), stop_after='Transform')
+    wall, record = timed_run(settings, os.path.join(work, f'{name}.log'), stop_after='Transform')
     report = summary.ingestion_report(record)
     images = report['examples']
     print(f'Scale: {data_root} up to Transform, Beam workers={beam_workers}, image size {settings.image_size}')
@@ -104,8 +109,11 @@ def main() -> int:
                         help='Beam workers for the scale runs, one run each (e.g. 1 2)')
     parser.add_argument('--skip-demo', action='store_true')
     parser.add_argument('--skip-scale', action='store_true')
+    parser.add_argument('--synthetic', type=int, nargs='+', default=[], metavar='COUNT',
+                        help='also scale runs on generated synthetic sets of these sizes (e.g. 10000 100000)')
     parser.add_argument('--work', help='working folder (default: a new temporary folder)')
     args = parser.parse_args()
+    scaled = {}
     work = args.work or tempfile.mkdtemp(prefix='petpark-bench-')
     print(f'Working in {work}; machine: {os.cpu_count()} cores')
     if not args.skip_demo:
@@ -114,12 +122,32 @@ def main() -> int:
     if not args.skip_scale and not os.path.isdir(data_root):
         print(f'Scale benchmark skipped: {data_root} not found')
     elif not args.skip_scale:
-        rates = {workers: scale(work, data_root, workers) for workers in args.beam_workers}
-        base = args.beam_workers[0]
-        for workers in args.beam_workers[1:]:
-            ratios = ', '.join(f'{node} {rates[workers][node] / rates[base][node]:.2f}x' for node in SCALE_COMPONENTS)
-            print(f'Beam workers {workers} / {base}: {ratios}; wall {rates[base]["wall"] / rates[workers]["wall"]:.2f}x')
+        compare_workers(work, data_root, args.beam_workers)
+    for count in args.synthetic:
+        root = os.path.join(work, f'synthetic-{count}')
+        start = time.monotonic()
+        synthetic_data.generate(root, count, seed=0)
+        print(f'Generated {count} synthetic images in {time.monotonic() - start:.0f} s (not timed below)')
+        rates = compare_workers(work, root, args.beam_workers)
+        scaled[count] = rates
+    counts = sorted(scaled)
+    for small, large in zip(counts, counts[1:]):
+        for workers in args.beam_workers:
+            ratios = ', '.join(f'{node} {scaled[large][workers][node] / scaled[small][workers][node]:.2f}x'
+                               for node in SCALE_COMPONENTS)
+            print(f'images/s at {large} / at {small}, Beam workers {workers}: {ratios}')
     return 0
+
+
+def compare_workers(work: str, data_root: str, beam_workers: list) -> dict:
+    """{workers: rates} of scale runs on `data_root`, printing each count's speed-up over the first."""
+    rates = {workers: scale(work, data_root, workers) for workers in beam_workers}
+    base = beam_workers[0]
+    for workers in beam_workers[1:]:
+        ratios = ', '.join(f'{node} {rates[workers][node] / rates[base][node]:.2f}x' for node in SCALE_COMPONENTS)
+        print(f'Beam workers {workers} / {base}: {ratios}; wall {rates[base]["wall"] / rates[workers]["wall"]:.2f}x',
+              flush=True)
+    return rates
 
 
 if __name__ == '__main__':
