@@ -125,9 +125,10 @@ def main() -> int:
         compare_workers(work, data_root, args.beam_workers)
     for count in args.synthetic:
         root = os.path.join(work, f'synthetic-{count}')
-        start = time.monotonic()
-        synthetic_data.generate(root, count, seed=0)
-        print(f'Generated {count} synthetic images in {time.monotonic() - start:.0f} s (not timed below)')
+        if not synthetic_data.exists(root):  # a --work folder keeps the sets between runs
+            start = time.monotonic()
+            synthetic_data.generate(root, count, seed=0)
+            print(f'Generated {count} synthetic images in {time.monotonic() - start:.0f} s (not timed below)')
         rates = compare_workers(work, root, args.beam_workers)
         scaled[count] = rates
     counts = sorted(scaled)
