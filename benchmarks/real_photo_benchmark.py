@@ -128,7 +128,7 @@ def report(home: str) -> None:
         name, values = min(sized, key=lambda row: row[1]['binary_accuracy'])
         print(f"  worst slice with n >= {MIN_SLICE_SIZE}: {name}, accuracy {values['binary_accuracy']:.3f} "
               f"(n={values['example_count']:.0f})")
-    for line in summary.per_class_lines(evaluation.uri):
+    for line in summary.per_class_lines(rows):
         print('  ' + line)
     blessing = record.output('Evaluator', 'blessing')
     print(f"  blessed: {'yes' if summary.facts.prop(blessing, 'blessed') == 1 else 'no'}")

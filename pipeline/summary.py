@@ -101,9 +101,10 @@ def per_class(values: Dict[str, float]) -> Dict[str, Dict[str, float]]:
                        'recall': values[at % 'true_negative_rate']}}
 
 
-def per_class_lines(evaluation_uri: str) -> List[str]:
-    """'cat: precision p, recall r' for each class on the overall slice."""
-    overall = dict(slice_metrics(evaluation_uri)).get('overall', {})
+def per_class_lines(rows: List[Tuple[str, Dict[str, float]]]) -> List[str]:
+    """'cat as the positive class: precision p, recall r' for each class on the overall slice of
+    slice_metrics' rows."""
+    overall = dict(rows).get('overall', {})
     return [f'{name} as the positive class: precision {m["precision"]:.3f}, recall {m["recall"]:.3f}'
             for name, m in sorted(per_class(overall).items())]
 
@@ -146,8 +147,9 @@ def describe(run: RunRecord) -> List[str]:
     if evaluation is not None:
         lines.append(f'Evaluation on the {evaluated_split(run)} split (positive class: dog, threshold 0.5):')
         lines.append(f"  {'slice':<34}" + ''.join(f'{title:>10}' for _, title in METRIC_COLUMNS))
-        lines += ['  ' + format_row(name, values) for name, values in slice_metrics(evaluation.uri)]
-        lines += ['  ' + line for line in per_class_lines(evaluation.uri)]
+        rows = slice_metrics(evaluation.uri)
+        lines += ['  ' + format_row(name, values) for name, values in rows]
+        lines += ['  ' + line for line in per_class_lines(rows)]
     blessing = run.output('Evaluator', 'blessing')
     if blessing is not None:
         blessed = facts.prop(blessing, 'blessed') == 1
