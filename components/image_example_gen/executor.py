@@ -21,7 +21,6 @@ from tfx.utils import proto_utils
 from petpark.components.image_example_gen import duplicates, listing, records, report
 from petpark.components.image_example_gen.labels import LabelRule
 from petpark.components.image_example_gen.rejections import FileRejected
-from petpark.modules import features
 
 MAX_BAD_FRACTION_KEY = 'max_bad_fraction'
 CLASS_NAMES_KEY = 'class_names'
@@ -116,10 +115,6 @@ def _pattern(input_config: example_gen_pb2.Input, split_name: str) -> str:
     return next(split.pattern for split in input_config.splits if split.name == split_name)
 
 
-def _image_id(example: tf.train.Example) -> str:
-    return example.features.feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8')
-
-
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """Turns image folders into tf.Examples and writes an ingestion report.
 
@@ -160,7 +155,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         pooled = ([r.examples for name, r in read.items() if name != HOLDOUT_SPLIT]
                   | 'Pool' >> beam.Flatten()
                   | 'WithholdHeldOutDuplicates' >> beam.Filter(
-                      lambda example, f: _image_id(example) not in f['withheld'], found)
+                      lambda example, f: records.image_id_of(example) not in f['withheld'], found)
                   | 'GroupDuplicates' >> beam.Map(
                       lambda example, f: records.with_duplicate_group(example, f['group_of']), found))
         buckets = list(itertools.accumulate(split.hash_buckets for split in output_config.split_config.splits))

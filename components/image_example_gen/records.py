@@ -101,10 +101,13 @@ def read_file(path: str, max_bytes: int) -> bytes:
         return f.read(max_bytes + 1)
 
 
+def image_id_of(example: tf.train.Example) -> str:
+    return example.features.feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8')
+
+
 def with_duplicate_group(example: tf.train.Example, group_of: Dict[str, str]) -> tf.train.Example:
     """A copy of `example` whose duplicate group is that of `group_of` (itself when it has no duplicate)."""
-    image_id = example.features.feature[features.IMAGE_ID_KEY].bytes_list.value[0].decode('utf-8')
-    group = group_of.get(image_id)
+    group = group_of.get(image_id_of(example))
     if group is None:
         return example
     grouped = tf.train.Example()
