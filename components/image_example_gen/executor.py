@@ -10,7 +10,6 @@ import os
 from typing import Any, Dict, Iterable, List
 
 import apache_beam as beam
-import tensorflow as tf
 from absl import logging
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.dsl.io import fileio
