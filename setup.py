@@ -19,7 +19,7 @@ setup(
     packages=[f'petpark.{package}' for folder in FOLDERS
               for package in [folder] + [f'{folder}.{sub}' for sub in find_packages(folder)]],
     package_dir={f'petpark.{folder}': folder for folder in FOLDERS},
-    package_data={'petpark.schemas': ['*.pbtxt']},
+    package_data={'petpark.schemas': ['*.pbtxt'], 'petpark.pipeline': ['beam_requirements.txt']},
     install_requires=[
         'tfx==1.16.0',
         'ml-pipelines-sdk==1.16.0',  # tfx.dsl, tfx.orchestration, tfx.types and tfx.utils live in it

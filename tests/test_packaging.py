@@ -119,3 +119,9 @@ def test_the_airflow_environment_keeps_the_tfx_stack_of_the_main_lock():
     assert {name: main[name] for name in stack} == {name: constraints[name] for name in stack}
     assert {name: airflow[name] for name in constraints} == constraints
     assert airflow['apache-airflow'] == '2.10.5' and {'psycopg2-binary', 'pgserver'} <= set(airflow)
+
+
+def test_the_beam_workers_requirements_are_the_locked_tfx():
+    """What a staging Beam runner would install is the TFX the lock tested."""
+    requirements = pins('pipeline/beam_requirements.txt')
+    assert requirements == {'tfx': pins('requirements/lock.txt')['tfx']}

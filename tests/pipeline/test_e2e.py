@@ -41,12 +41,14 @@ def runs(tmp_path_factory):
     home = str(tmp_path_factory.mktemp('e2e_home'))
     data = os.path.join(home, 'input')
     synthetic_data.generate(os.path.join(data, 'span-1'), 600, seed=11)
+    temp = os.path.join(home, 'tmp')
+    os.makedirs(temp)
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ['PATH'], LOCAL_HOME=os.path.join(home, 'tfx_local'),
-               PETPARK_HOME=home, PETPARK_DATA_ROOT=data, PETPARK_INPUT_PATTERN='span-{SPAN}/*/*',
+               TMPDIR=temp, PETPARK_HOME=home, PETPARK_DATA_ROOT=data, PETPARK_INPUT_PATTERN='span-{SPAN}/*/*',
                PETPARK_TUNER_TRIALS='1', PETPARK_TUNER_EPOCHS='1', PETPARK_TUNER_STEPS='8',
                PETPARK_MIN_ACCURACY='0.75')
     metadata = os.path.join(home, 'metadata.sqlite')
-    record = {'home': home, 'data': data}
+    record = {'home': home, 'data': data, 'temp': temp}
 
     record['first'] = run_command([os.path.join(BIN, 'petpark'), 'run'], env)
     record['first_run'] = summary.latest_run(metadata, 'petpark')
@@ -98,6 +100,11 @@ def test_first_run_completes_blesses_and_pushes(runs):
     assert os.path.isfile(os.path.join(runs['home'], 'serving', 'petpark', versions[0], 'saved_model.pb'))
     blessing = runs['first_run'].output('Evaluator', 'blessing')
     assert os.path.isfile(os.path.join(blessing.uri, 'BLESSED'))
+
+
+def test_no_run_leaves_a_copy_of_tfx_in_the_temporary_folder(runs):
+    leftovers = glob.glob(os.path.join(runs['temp'], '**', 'tfx_ephemeral*'), recursive=True)
+    assert runs['first'][0] == 0 and not leftovers
 
 
 def producer_and_inputs(metadata_path, artifact_id):

@@ -86,4 +86,22 @@ def test_the_local_runner_takes_beam_args_from_the_settings(tmp_path):
     settings = config.Settings.from_env({'home': str(tmp_path), 'beam_args': ' '.join(flink)}, environ={})
     assert local_runner.pipeline_beam_args(settings) == flink
     default = config.Settings.from_env({'home': str(tmp_path), 'beam_workers': '2'}, environ={})
-    assert local_runner.pipeline_beam_args(default) == local_runner.beam_pipeline_args(2)
+    assert local_runner.pipeline_beam_args(default) == local_runner.beam_pipeline_args(2) + [
+        f'--requirements_file={local_runner.BEAM_REQUIREMENTS}']
+
+
+@pytest.mark.parametrize('args,added', [
+    (['--runner=FnApiRunner', '--direct_num_workers=2'], True),
+    (['--runner=apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner'], True),
+    (['--runner=FnApiRunner', '--setup_file=./setup.py'], False),
+    (['--runner=FnApiRunner', '--sdk_container_image=gcr.io/p/beam:1'], False),
+    (['--runner=DataflowRunner', '--project=p'], False),
+    (['--runner=FlinkRunner', '--environment_type=LOOPBACK'], False)])
+def test_tfx_repackages_itself_only_for_runners_that_stage(args, added):
+    from tfx.utils import dependency_utils
+
+    from petpark.pipeline import local_runner
+    extended = local_runner.worker_dependency_args(args)
+    assert extended == (args + [f'--requirements_file={local_runner.BEAM_REQUIREMENTS}'] if added else args)
+    if added:  # TFX's own check now finds the workers' dependencies and builds nothing
+        assert dependency_utils.make_beam_dependency_flags(extended) == extended
