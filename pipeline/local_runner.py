@@ -22,7 +22,7 @@ from petpark.pipeline import config, factory, run_lock, synthetic_data  # noqa: 
 
 
 # Runners whose workers are this interpreter or its subprocesses: nothing is staged for them.
-IN_PROCESS_RUNNERS = ('FnApiRunner', 'BundleBasedDirectRunner')
+IN_PROCESS_RUNNERS = ('fnapirunner', 'bundlebaseddirectrunner')  # as Beam matches names: any case
 # TFX's own source as a requirement, for runners that do stage (see worker_dependency_args).
 BEAM_REQUIREMENTS = os.path.join(_HERE, 'beam_requirements.txt')
 # The Beam flags by which TFX knows that the workers' dependencies are provided.
@@ -45,7 +45,8 @@ def worker_dependency_args(args: List[str]) -> List[str]:
     runners ignore the file; it names what TFX's sdist would bring to a runner that stages.
     """
     runner = next((arg.split('=', 1)[1] for arg in args if arg.startswith('--runner=')), '')
-    if runner.rsplit('.', 1)[-1] not in IN_PROCESS_RUNNERS or any(
+    name = runner.rsplit('.', 1)[-1].lower()
+    if name.removesuffix('runner') + 'runner' not in IN_PROCESS_RUNNERS or any(
             arg.split('=', 1)[0] in DEPENDENCY_FLAGS for arg in args):
         return args
     return args + [f'--requirements_file={BEAM_REQUIREMENTS}']

@@ -93,6 +93,7 @@ def test_the_local_runner_takes_beam_args_from_the_settings(tmp_path):
 @pytest.mark.parametrize('args,added', [
     (['--runner=FnApiRunner', '--direct_num_workers=2'], True),
     (['--runner=apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner'], True),
+    (['--runner=fnapi'], True),
     (['--runner=FnApiRunner', '--setup_file=./setup.py'], False),
     (['--runner=FnApiRunner', '--sdk_container_image=gcr.io/p/beam:1'], False),
     (['--runner=DataflowRunner', '--project=p'], False),
