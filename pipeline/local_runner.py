@@ -33,7 +33,8 @@ DEPENDENCY_FLAGS = ('--extra_package', '--setup_file', '--requirements_file',
 def beam_pipeline_args(workers: int) -> List[str]:
     """FnApiRunner directly: Beam 2.74's DirectRunner first tries Prism, which downloads a binary."""
     mode = 'in_memory' if workers == 1 else 'multi_processing'
-    return ['--runner=FnApiRunner', f'--direct_running_mode={mode}', f'--direct_num_workers={workers}']
+    return worker_dependency_args(
+        ['--runner=FnApiRunner', f'--direct_running_mode={mode}', f'--direct_num_workers={workers}'])
 
 
 def worker_dependency_args(args: List[str]) -> List[str]:
@@ -54,7 +55,8 @@ def worker_dependency_args(args: List[str]) -> List[str]:
 
 def pipeline_beam_args(settings: config.Settings) -> List[str]:
     """PETPARK_BEAM_ARGS when given (e.g. a Flink or Spark cluster), else the local FnApiRunner."""
-    return worker_dependency_args(settings.beam_arg_list() or beam_pipeline_args(settings.beam_workers))
+    given = settings.beam_arg_list()
+    return worker_dependency_args(given) if given else beam_pipeline_args(settings.beam_workers)
 
 
 def local_pipeline(settings: config.Settings, stop_after: Optional[str] = None) -> tfx_pipeline.Pipeline:

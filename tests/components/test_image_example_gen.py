@@ -16,9 +16,10 @@ from petpark.components.image_example_gen import (component, duplicates, executo
                                                 report)
 from petpark.components.image_example_gen.rejections import FileRejected
 from petpark.modules import features
+from petpark.pipeline import local_runner
 
 CATS_AND_DOGS = labels.LabelRule(('cat', 'dog'))
-BEAM_ARGS = ['--runner=FnApiRunner', '--direct_running_mode=in_memory', '--direct_num_workers=1']
+BEAM_ARGS = local_runner.beam_pipeline_args(1)
 
 
 def jpeg_bytes(mode='RGB', size=(24, 20), color=(200, 40, 40), **save):
