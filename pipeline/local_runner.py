@@ -23,7 +23,7 @@ from petpark.pipeline import config, factory, run_lock, synthetic_data  # noqa: 
 
 # Runners whose workers are this interpreter or its subprocesses: nothing is staged for them.
 IN_PROCESS_RUNNERS = ('fnapirunner', 'bundlebaseddirectrunner')  # as Beam matches names: any case
-# TFX's own source as a requirement, for runners that do stage (see worker_dependency_args).
+# TFX as the workers' requirement, in place of the sdist TFX would build (see worker_dependency_args).
 BEAM_REQUIREMENTS = os.path.join(_HERE, 'beam_requirements.txt')
 # The Beam flags by which TFX knows that the workers' dependencies are provided.
 DEPENDENCY_FLAGS = ('--extra_package', '--setup_file', '--requirements_file',
