@@ -1,8 +1,8 @@
-# The pipeline image for Kubeflow Pipelines v2 / Vertex AI (pipeline/kubeflow_v2_runner.py):
+# The pipeline image for Kubeflow Pipelines v2 / Vertex AI (pipeline/runners/kubeflow_v2.py):
 # the locked stack, then petpark itself, so every component's executor and the module code
 # (petpark.modules.*, referenced by dotted path in the compiled spec) are importable.
 #   docker build -t REGISTRY/petpark:TAG . && docker push REGISTRY/petpark:TAG
-#   python -m petpark.pipeline.kubeflow_v2_runner --image REGISTRY/petpark:TAG
+#   python -m petpark.pipeline.runners.kubeflow_v2 --image REGISTRY/petpark:TAG
 FROM python:3.10-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=2

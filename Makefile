@@ -1,5 +1,5 @@
 # The two front-door commands: `make demo` and `make test`.
-.PHONY: setup airflow demo test test-fast benchmark
+.PHONY: setup airflow demo test test-fast lint benchmark
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -11,8 +11,12 @@ airflow:
 demo: setup
 	.venv/bin/petpark run
 
-test: setup airflow
+test: setup airflow lint
 	PETPARK_REQUIRE_AIRFLOW=1 .venv/bin/python -m pytest tests
+
+# one style for the whole tree (ruff.toml)
+lint: setup
+	.venv/bin/ruff check .
 
 test-fast: setup
 	.venv/bin/python -m pytest tests -m "not e2e"

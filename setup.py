@@ -19,7 +19,7 @@ setup(
     packages=[f'petpark.{package}' for folder in FOLDERS
               for package in [folder] + [f'{folder}.{sub}' for sub in find_packages(folder)]],
     package_dir={f'petpark.{folder}': folder for folder in FOLDERS},
-    package_data={'petpark.schemas': ['*.pbtxt'], 'petpark.pipeline': ['beam_requirements.txt']},
+    package_data={'petpark.schemas': ['*.pbtxt'], 'petpark.pipeline.runners': ['beam_requirements.txt']},
     install_requires=[
         'tfx==1.16.0',
         'ml-pipelines-sdk==1.16.0',  # tfx.dsl, tfx.orchestration, tfx.types and tfx.utils live in it
@@ -47,9 +47,12 @@ setup(
         'tensorflow-data-validation>=1.16,<1.17',  # model card: split sizes from the statistics
         'grpcio',  # ServingValidator's client; petpark serve
         'tensorflow-serving-api>=2.16,<2.17',  # TF Serving's protos: ServingValidator, petpark serve
+        # petpark serve, which the default pipeline's ServingValidator starts
+        'aiohttp',
+        'prometheus_client',
     ],
     extras_require={
-        'serving': ['aiohttp', 'prometheus_client', 'requests'],
+        'serving': ['requests'],
         # what an edge box needs for serving/edge_runtime.py, and nothing else of petpark
         'edge': ['onnxruntime>=1.20', 'numpy', 'pillow', 'av'],
         # compiling for Kubeflow Pipelines v2 / Vertex AI (pipeline/kubeflow_v2_runner.py); 0.2.x keeps protobuf 3

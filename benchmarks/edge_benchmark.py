@@ -133,12 +133,14 @@ def benchmark(home: str, photos, repeat: int) -> None:
     start = time.perf_counter()
     for path, _ in photos[:200]:
         fp32.label(fp32.scores([edge_runtime.decode_image(path)])[0])
-    print(f'  edge runtime from the JPEG file, one core, FP32: {min(200, len(photos)) / (time.perf_counter() - start):.1f} frames/s')
+    rate = min(200, len(photos)) / (time.perf_counter() - start)
+    print(f'  edge runtime from the JPEG file, one core, FP32: {rate:.1f} frames/s')
     if int8:
         start = time.perf_counter()
         for path, _ in photos[:200]:
             int8.label(int8.scores([edge_runtime.decode_image(path)])[0])
-        print(f'  edge runtime from the JPEG file, one core, INT8: {min(200, len(photos)) / (time.perf_counter() - start):.1f} frames/s')
+        rate = min(200, len(photos)) / (time.perf_counter() - start)
+        print(f'  edge runtime from the JPEG file, one core, INT8: {rate:.1f} frames/s')
     os.sched_setaffinity(0, set(range(os.cpu_count())))
 
 

@@ -49,6 +49,12 @@ def image_buckets(width: int, height: int, brightness: float) -> dict:
 # stored tf.Examples, 1/4 of float32); the model reads them times PIXEL_SCALE, in [0, 1].
 IMAGE_XF = 'image_xf'
 PIXEL_SCALE = 1 / 255
+# How decoded RGB pixels become the model's input, declared once: the Transform graph computes it
+# (preprocessing.py), the ONNX export writes it into the edge model's metadata.json, and the edge
+# runtime follows that file. Resize the float pixels to the input size (bilinear, antialiased,
+# aspect ratio not kept), round to whole levels, clip to [0, 255], multiply by PIXEL_SCALE.
+PIXEL_CONTRACT = {'colour_order': 'RGB', 'resize_method': 'bilinear', 'antialias': True,
+                  'keep_aspect_ratio': False, 'round': True, 'max_level': 255, 'scale': PIXEL_SCALE}
 LABEL_XF = 'label_xf'
 IMAGE_ID_XF = 'image_id_xf'  # passed through so Transform output can be traced to its image
 

@@ -15,13 +15,18 @@ else:  # a top-level module in the user-module wheel TFX builds from this folder
 
 
 def decode_and_resize(encoded: tf.Tensor, size: int) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP strings [batch] -> int64 [batch, size, size, 3] in 0-255.
+    """Encoded JPEG/PNG/GIF/BMP strings [batch] -> int64 [batch, size, size, 3] in 0-255, as
+    features.PIXEL_CONTRACT declares.
 
     Integers, not floats: Transform's output of 24,000 photos stays a few GB instead of 4x that."""
+    contract = features.PIXEL_CONTRACT
+    top = float(contract['max_level'])
+
     def decode_one(data: tf.Tensor) -> tf.Tensor:
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)
-        return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.int64)
+        image = tf.image.resize(tf.cast(image, tf.float32), [size, size], method=contract['resize_method'],
+                                antialias=contract['antialias'])
+        return tf.cast(tf.round(tf.clip_by_value(image, 0.0, top)), tf.int64)
 
     return tf.map_fn(decode_one, tf.reshape(encoded, [-1]),
                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.int64))

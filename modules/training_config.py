@@ -69,7 +69,8 @@ class Hyperparameter:
     def check(self, name: str, value: Any) -> None:
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not numeric or (self.kind is int and not float(value).is_integer()):
-            raise ConfigError('model.search_space', f'{name!r}: {value!r} is not {"an integer" if self.kind is int else "a number"}')
+            kind = 'an integer' if self.kind is int else 'a number'
+            raise ConfigError('model.search_space', f'{name!r}: {value!r} is not {kind}')
         if not self.low <= value <= self.high:
             raise ConfigError('model.search_space', f'{name!r}: {value!r} is outside [{self.low}, {self.high}]')
 
@@ -208,7 +209,7 @@ class FineTuneConfig:
             raise ConfigError(f'{where}.learning_rate', f'must be in (0, 1], got {self.learning_rate!r}')
 
 
-_SECTIONS = {'preprocessing': PreprocessingConfig, 'model': ModelConfig, 'tuning': TuningConfig,
+SECTIONS = {'preprocessing': PreprocessingConfig, 'model': ModelConfig, 'tuning': TuningConfig,
              'training': FitConfig, 'fine_tuning': FineTuneConfig}
 # The sections each component reads.
 COMPONENT_SECTIONS = {
@@ -228,7 +229,7 @@ class TrainingConfig:
     fine_tuning: Optional[FineTuneConfig] = None
 
     def validate(self) -> 'TrainingConfig':
-        for name in _SECTIONS:
+        for name in SECTIONS:
             section = getattr(self, name)
             if section is not None:
                 section.validate(name)
@@ -252,7 +253,7 @@ class TrainingConfig:
                                                'passes TrainingConfig.custom_config(component)')
         sections = {}
         for name in expected:
-            section_class, values = _SECTIONS[name], custom_config[name]
+            section_class, values = SECTIONS[name], custom_config[name]
             fields = sorted(f.name for f in dataclasses.fields(section_class))
             if not isinstance(values, dict) or sorted(values) != fields:
                 given = sorted(values) if isinstance(values, dict) else values

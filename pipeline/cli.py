@@ -1,13 +1,16 @@
-"""`petpark` command line: synth (write the default dataset), run (the whole pipeline), serving, registry, Airflow."""
+"""`petpark` command line: synth (write the default dataset), run (the whole pipeline), settings,
+serving, registry, reports, Airflow. Each command only parses, chooses and calls."""
 import argparse
 import datetime
 import json
 import os
 import sys
+import warnings
 from typing import List, Optional
 
 from petpark.modules import training_config
-from petpark.pipeline import config, console, synthetic_data
+from petpark.pipeline import console, settings as declared, synthetic_data
+from petpark.pipeline.settings import PROFILES, Settings
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -31,11 +34,16 @@ def _overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _default_data(settings: Settings) -> None:
+    """Generates the synthetic default dataset when no data root is set and it is not there yet."""
+    if not settings.data.data_root and not synthetic_data.exists(settings.synthetic_data_root):
+        print(f'Generating {settings.data.synthetic_count} synthetic images into {settings.synthetic_data_root}')
+        synthetic_data.generate(settings.synthetic_data_root, settings.data.synthetic_count, settings.seed)
+
+
 def _run(args: argparse.Namespace) -> int:
-    settings = config.Settings.from_env(_overrides(args))
-    if not settings.data_root and not synthetic_data.exists(settings.synthetic_data_root):
-        print(f'Generating {settings.synthetic_count} synthetic images into {settings.synthetic_data_root}')
-        synthetic_data.generate(settings.synthetic_data_root, settings.synthetic_count, settings.seed)
+    settings = Settings.from_env(_overrides(args))
+    _default_data(settings)
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     log_path = os.path.join(settings.home, 'logs', f'{settings.pipeline_name}-{stamp}.log')
     with console.Console(args.verbose, log_path) as terminal:
@@ -44,7 +52,9 @@ def _run(args: argparse.Namespace) -> int:
                   f'  home {settings.home}\n')
         if not args.verbose:
             out.write(f'  full log {log_path}\n')
-        from petpark.pipeline import local_runner, progress, run_lock, summary  # heavy, after output is redirected
+        from petpark.pipeline.inspection import progress, summary  # heavy, after output is redirected
+        from petpark.pipeline.ops import run_lock
+        from petpark.pipeline.runners import local as local_runner
         pipeline = local_runner.local_pipeline(settings)
         watch = progress.RunProgress(pipeline.metadata_connection_config, settings.pipeline_name,
                                      [node.id for node in pipeline.components], out)
@@ -82,27 +92,24 @@ def _predict(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     if args.action != 'list' and not args.version:
         raise ValueError(f'`petpark models {args.action}` needs a VERSION (see `petpark models list`)')
-    settings = config.Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
-    if not os.path.isfile(settings.metadata_path):
-        raise ValueError(f'No metadata store at {settings.metadata_path}: nothing has run in this home yet')
-    with console.Console(False, os.path.join(settings.home, 'logs', 'models.log')) as terminal:
-        from petpark.pipeline import registry  # reads MLMD and TFMA results: heavy
-        if args.action == 'list':
-            found = registry.records(settings)
-            result = [r.as_json() for r in found] if args.json else registry.list_lines(found)
-        elif args.action == 'show':
-            found = registry.find(settings, args.version)
-            result = found.as_json() if args.json else registry.show_lines(found)
-        else:
-            tree = registry.lineage_tree(settings, args.version)
-            result = tree if args.json else registry.tree_lines(tree)
-        terminal.out.write((json.dumps(result, indent=1, default=str) if args.json else '\n'.join(result)) + '\n')
+    settings = Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
+    from petpark.pipeline.inspection import registry  # MLMD only: no TensorFlow
+    if args.action == 'list':
+        found = registry.records(settings)
+        result = [r.as_json() for r in found] if args.json else registry.list_lines(found)
+    elif args.action == 'show':
+        found = registry.find(settings, args.version)
+        result = found.as_json() if args.json else registry.show_lines(found)
+    else:
+        tree = registry.lineage_tree(settings, args.version)
+        result = tree if args.json else registry.tree_lines(tree)
+    print(json.dumps(result, indent=1, default=str) if args.json else '\n'.join(result))
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
     from petpark.serving import promote
-    settings = config.Settings.from_env({'home': args.home, 'model_name': args.model})
+    settings = Settings.from_env({'home': args.home, 'model_name': args.model})
     model_dir = os.path.abspath(args.model_dir or settings.serving_model_dir)
     config_path = args.config or settings.models_config_path
     print(promote.promote(config_path, settings.model_name, model_dir, args.label, args.version,
@@ -111,25 +118,38 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    settings = config.Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
+    settings = Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
     if not os.path.isfile(settings.metadata_path):
         raise ValueError(f'No metadata store at {settings.metadata_path}: nothing has run in this home yet')
     log_path = os.path.join(settings.home, 'logs', 'report.log')
     with console.Console(False, log_path) as terminal:
         terminal.out.write(f'petpark report: notebooks against {settings.metadata_path} (log {log_path})\n')
-        from petpark.pipeline import analysis, reports  # TFDV and TFMA: heavy, after output is redirected
+        from petpark.pipeline.inspection import analysis, reports  # TFDV and TFMA: heavy, after output is redirected
         reports.render(settings, args.notebook or analysis.NOTEBOOKS, lambda line: terminal.out.write(line + '\n'))
     return 0
 
 
+def _settings(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(declared.markdown_table(), end='')
+        return 0
+    current = Settings.from_env({'profile': args.profile}, check_data_root=False)
+    for group, description, members in declared.groups():
+        print(f'{group}: {description}')
+        for item in members:
+            value = current.value(item.name)
+            default = declared.absolute(item.default) if item.kind == 'path' else item.default
+            marker = '' if value == default else '   (changed)'
+            print(f'  {item.env:<36} {json.dumps(value)}{marker}')
+    return 0
+
+
 def _airflow(args: argparse.Namespace) -> int:
-    from petpark.pipeline import airflow_local
-    settings = config.Settings.from_env({'home': args.home}, check_data_root=False)
-    deployment = airflow_local.Deployment(settings)
+    from petpark.pipeline.ops import airflow as airflow_ops
+    settings = Settings.from_env({'home': args.home}, check_data_root=False)
+    deployment = airflow_ops.Deployment(settings)
     if args.action == 'up':
-        if not settings.data_root and not synthetic_data.exists(settings.synthetic_data_root):
-            print(f'Generating {settings.synthetic_count} synthetic images into {settings.synthetic_data_root}')
-            synthetic_data.generate(settings.synthetic_data_root, settings.synthetic_count, settings.seed)
+        _default_data(settings)
         deployment.up()
         print(f'export AIRFLOW_HOME={deployment.home} PATH={deployment.bin}:$PATH   # for airflow and tfx commands')
     elif args.action == 'down':
@@ -152,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser('run', help='run the whole pipeline locally (Beam DirectRunner)',
                               description='Settings come from PETPARK_* environment variables; '
                                           'flags override them. See README for every setting.')
-    run.add_argument('--profile', choices=list(config.PROFILES),
+    run.add_argument('--profile', choices=list(PROFILES),
                      help="named defaults (PETPARK_PROFILE): 'demo' (synthetic frames) or 'real' (the Kaggle photos)")
     run.add_argument('--data-root', help='input images (PETPARK_DATA_ROOT)')
     run.add_argument('--home', help='pipeline root, MLMD and serving directory (PETPARK_HOME)')
@@ -162,9 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--tune', action=argparse.BooleanOptionalAction, default=None,
                      help='run the KerasTuner search (PETPARK_TUNE)')
     run.add_argument('--set', action='append', metavar='NAME=VALUE',
-                     help=f"any other setting by name: {', '.join(sorted(config.SETTINGS))}")
+                     help=f"any other setting by name: {', '.join(declared.DECLARED)} (`petpark settings` "
+                          'lists them with their values)')
     run.add_argument('--verbose', action='store_true', help='show TF/absl/Beam logs instead of a log file')
     run.set_defaults(func=_run)
+
+    settings_command = commands.add_parser(
+        'settings', help='every setting (PETPARK_* variable) by group, with its value here',
+        description='Prints each setting, grouped, with the value the environment gives it; --markdown prints the '
+                    'table of docs/settings.md, generated from the same declarations (pipeline/settings.py).')
+    settings_command.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE')
+    settings_command.add_argument('--markdown', action='store_true', help="docs/settings.md's table")
+    settings_command.set_defaults(func=_settings)
 
     # light: no TensorFlow import until used (edge_runtime never imports it)
     from petpark.serving import edge_runtime, main as serving_main, promote
@@ -205,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument('version', nargs='?', help='the pushed version (show, lineage)')
     models.add_argument('--json', action='store_true', help='JSON instead of a table')
     models.add_argument('--home', help='PETPARK_HOME')
-    models.add_argument('--profile', choices=list(config.PROFILES), help='PETPARK_PROFILE (its home)')
+    models.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE (its home)')
     models.set_defaults(func=_models)
 
     report = commands.add_parser('report', help="render the analysts' notebooks to HTML under <home>/reports/",
@@ -215,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument('--notebook', action='append', choices=['data_validation', 'model_analysis'],
                         help='only this notebook (repeatable; default: both)')
     report.add_argument('--home', help='PETPARK_HOME')
-    report.add_argument('--profile', choices=list(config.PROFILES), help='PETPARK_PROFILE (its home)')
+    report.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE (its home)')
     report.set_defaults(func=_report)
 
     airflow = commands.add_parser(
@@ -230,13 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """petpark's own warnings as one line; everyone else's as Python prints them."""
+    if issubclass(category, declared.UnknownSettingWarning):
+        return f'petpark: warning: {message}\n'
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     console.quiet_libraries()
+    warnings.formatwarning = _warning_line
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ValueError as e:
         print(f'petpark: error: {e}', file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable or impossible --home, a full disk: one line naming the file
+        print(f'petpark: error: {e.filename or ""}: {e.strerror or e}', file=sys.stderr)
         return 2
 
 

@@ -31,8 +31,9 @@ from petpark.components.model_card.component import ModelCardGenerator
 from petpark.components.onnx_exporter.component import OnnxExporter
 from petpark.components.serving_pusher.component import ServingPusher
 from petpark.components.serving_validator.component import ServingValidator
-from petpark.modules import features
-from petpark.pipeline.config import Settings, code_version
+from petpark.modules import features, training_config
+from petpark.pipeline.settings import (DataSettings, EvaluationSettings, ExportSettings, PushDestinations,
+                                       ServingCheckSettings, Settings, TrainingSettings, code_version as git_version)
 
 FAIRNESS_MODULE = 'fairness_indicators.fairness_indicators_metrics'
 THRESHOLDS = [0.25, 0.5, 0.75]
@@ -54,7 +55,7 @@ def user_code(module: str, function: str, how: str) -> dict:
     return {'module_file': os.path.join(os.path.dirname(os.path.abspath(modules.__file__)), f'{module}.py')}
 
 
-def eval_config(settings: Settings) -> tfma.EvalConfig:
+def eval_config(evaluation: EvaluationSettings) -> tfma.EvalConfig:
     """Metrics for P(dog) overall, per camera, lighting, camera x lighting and image-derived bucket.
 
     Blessing looks at the overall slice only, so a small slice cannot veto a model by noise: its
@@ -63,17 +64,17 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
     """
     overall = [tfma.SlicingSpec()]
     gate = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={'value': settings.min_accuracy}),
+        value_threshold=tfma.GenericValueThreshold(lower_bound={'value': evaluation.min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={'value': -settings.max_accuracy_drop}))
+            absolute={'value': -evaluation.max_accuracy_drop}))
 
     def at_least(bound: float) -> list:
         return [tfma.PerSliceMetricThreshold(slicing_specs=overall, threshold=tfma.MetricThreshold(
             value_threshold=tfma.GenericValueThreshold(lower_bound={'value': bound})))] if bound > 0 else []
 
-    per_class = [tfma.MetricConfig(class_name='Precision', per_slice_thresholds=at_least(settings.min_class_precision)),
-                 tfma.MetricConfig(class_name='Recall', per_slice_thresholds=at_least(settings.min_class_recall))]
+    per_class = [tfma.MetricConfig(class_name='Precision', per_slice_thresholds=at_least(evaluation.min_class_precision)),
+                 tfma.MetricConfig(class_name='Recall', per_slice_thresholds=at_least(evaluation.min_class_recall))]
     thresholds = '{"thresholds": %s}' % THRESHOLDS
     metrics = [
         tfma.MetricConfig(class_name='ExampleCount'),
@@ -86,7 +87,7 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
     ]
     specs = [tfma.MetricsSpec(metrics=metrics, binarize=tfma.BinarizationOptions(
         class_ids={'values': [features.POSITIVE_CLASS_ID]}))]
-    if settings.min_class_precision > 0 or settings.min_class_recall > 0:
+    if evaluation.min_class_precision > 0 or evaluation.min_class_recall > 0:
         specs.append(tfma.MetricsSpec(metrics=per_class, binarize=tfma.BinarizationOptions(
             class_ids={'values': [1 - features.POSITIVE_CLASS_ID]})))
     return tfma.EvalConfig(
@@ -95,8 +96,11 @@ def eval_config(settings: Settings) -> tfma.EvalConfig:
         metrics_specs=specs)
 
 
-def create_pipeline(settings: Settings, *, pipeline_root: str,
-                    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
+def create_pipeline(*, pipeline_name: str, pipeline_root: str, input_base: str, data: DataSettings,
+                    training: TrainingSettings, config: training_config.TrainingConfig,
+                    evaluation: EvaluationSettings, serving_check: ServingCheckSettings,
+                    export: ExportSettings, destinations: PushDestinations, enable_cache: bool,
+                    code_version: str, metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
                     beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None,
                     user_code_from: str = 'wheel') -> tfx_pipeline.Pipeline:
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
@@ -106,6 +110,8 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     Tuner and Trainer read the train and eval splits; with a hold-out pattern the Evaluator
     reports and blesses on the `validation` split, which nothing before it trains on.
 
+    Every value is typed: the settings groups it reads (pipeline/settings.py), the validated
+    TrainingConfig, where pushed versions go, and the runner's choices:
     pipeline_root: local path or URI (gs://, s3://), used as given.
     metadata_connection_config: the runner's MLMD store (None where the orchestrator brings
     its own, as Kubeflow and Vertex do). beam_pipeline_args: for every Beam-powered component.
@@ -114,12 +120,11 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     """
     if user_code_from not in USER_CODE:
         raise ValueError(f'user_code_from must be one of {USER_CODE}, got {user_code_from!r}')
-    config = settings.training_config()
     example_gen = ImageExampleGen(
-        input_base=settings.input_base, class_names=features.LABELS, input_pattern=settings.input_patterns,
-        holdout_pattern=settings.holdout_pattern,
-        train_fraction=settings.train_fraction, max_bad_fraction=settings.max_bad_fraction,
-        max_file_bytes=settings.max_file_bytes, allow_symlinks_outside_root=settings.allow_symlinks_outside_root)
+        input_base=input_base, class_names=features.LABELS, input_pattern=data.input_patterns,
+        holdout_pattern=data.holdout_pattern, train_fraction=data.train_fraction,
+        max_bad_fraction=data.max_bad_fraction, max_file_bytes=data.max_file_bytes,
+        allow_symlinks_outside_root=data.allow_symlinks_outside_root)
     statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'])
     schema_gen = ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
     example_validator = ExampleValidator(statistics=statistics_gen.outputs['statistics'],
@@ -134,13 +139,13 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     nodes = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform]
 
     hyperparameters = None
-    if settings.tune:
+    if training.tune:
         tuner = Tuner(
             **user_code('tuner', 'tuner_fn', user_code_from),
             examples=transform.outputs['transformed_examples'],
             transform_graph=transform.outputs['transform_graph'],
-            train_args=trainer_pb2.TrainArgs(num_steps=settings.tuner_steps),
-            eval_args=trainer_pb2.EvalArgs(num_steps=settings.eval_steps),
+            train_args=trainer_pb2.TrainArgs(num_steps=training.tuner_steps),
+            eval_args=trainer_pb2.EvalArgs(num_steps=training.eval_steps),
             custom_config=config.custom_config('Tuner'))
         hyperparameters = tuner.outputs['best_hyperparameters']
         nodes.append(tuner)
@@ -149,8 +154,8 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         hyperparameters=hyperparameters,
-        train_args=trainer_pb2.TrainArgs(num_steps=settings.train_steps),
-        eval_args=trainer_pb2.EvalArgs(num_steps=settings.eval_steps),
+        train_args=trainer_pb2.TrainArgs(num_steps=training.train_steps),
+        eval_args=trainer_pb2.EvalArgs(num_steps=training.eval_steps),
         custom_config=config.custom_config('Trainer'))
     latest_blessed = Resolver(
         strategy_class=LatestBlessedModelStrategy,
@@ -159,50 +164,60 @@ def create_pipeline(settings: Settings, *, pipeline_root: str,
     ).with_id('latest_blessed_model_resolver')
     evaluator = Evaluator(
         examples=example_gen.outputs['examples'], model=trainer.outputs['model'],
-        baseline_model=latest_blessed.outputs['model'], eval_config=eval_config(settings),
-        example_splits=[HOLDOUT_SPLIT] if settings.holdout_pattern else None)
+        baseline_model=latest_blessed.outputs['model'], eval_config=eval_config(evaluation),
+        example_splits=[HOLDOUT_SPLIT] if data.holdout_pattern else None)
     nodes += [trainer, latest_blessed, evaluator]
     infra_blessing = None
-    if settings.validate_serving:
+    if serving_check.validate_serving:
         serving_validator = ServingValidator(
-            model=trainer.outputs['model'], examples=example_gen.outputs['examples'], model_name=settings.model_name,
-            server=settings.validation_server, server_binary=settings.validation_server_binary,
-            signature_name=features.EXAMPLES_SIGNATURE, max_latency_ms=settings.validation_max_latency_ms)
+            model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+            model_name=destinations.model_name, server=serving_check.validation_server,
+            server_binary=serving_check.validation_server_binary, signature_name=features.EXAMPLES_SIGNATURE,
+            max_latency_ms=serving_check.validation_max_latency_ms)
         infra_blessing = serving_validator.outputs['blessing']
         nodes.append(serving_validator)
     pusher = ServingPusher(
         model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'], infra_blessing=infra_blessing,
-        push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=settings.serving_model_dir))).with_id('Pusher')
+        push_destination=pusher_pb2.PushDestination(filesystem=pusher_pb2.PushDestination.Filesystem(
+            base_directory=destinations.serving_model_dir))).with_id('Pusher')
     nodes.append(pusher)
     onnx_model = None
-    if settings.export_onnx:
+    if export.export_onnx:
         nodes.append(OnnxExporter(
             model=trainer.outputs['model'], model_blessing=evaluator.outputs['blessing'],
             examples=example_gen.outputs['examples'], transform_graph=transform.outputs['transform_graph'],
             pushed_model=pusher.outputs['pushed_model'], evaluation=evaluator.outputs['evaluation'],
-            model_name=settings.model_name, edge_base_directory=settings.edge_model_dir,
+            model_name=destinations.model_name, edge_base_directory=destinations.edge_model_dir,
             class_names=features.LABELS, raw_feature_keys=[features.IMAGE_KEY, features.LABEL_KEY],
-            pixels_key=features.IMAGE_XF, label_key=features.LABEL_XF, pixels_scale=features.PIXEL_SCALE,
-            signature_name=features.PIXELS_SIGNATURE,
-            opset=settings.onnx_opset, quantize_int8=settings.onnx_int8))
+            pixels_key=features.IMAGE_XF, label_key=features.LABEL_XF, pixel_contract=features.PIXEL_CONTRACT,
+            signature_name=features.PIXELS_SIGNATURE, opset=export.onnx_opset, quantize_int8=export.onnx_int8))
         onnx_model = nodes[-1].outputs['onnx_model']
     nodes.append(ModelCardGenerator(
         pushed_model=pusher.outputs['pushed_model'], evaluation=evaluator.outputs['evaluation'],
         model_blessing=evaluator.outputs['blessing'], examples=example_gen.outputs['examples'],
         statistics=statistics_gen.outputs['statistics'], schema=anomalies_gate.outputs['validated_schema'],
         hyperparameters=hyperparameters, infra_blessing=infra_blessing, onnx_model=onnx_model,
-        model_name=settings.model_name, card_base_directory=settings.model_card_dir,
-        code_version=code_version(), positive_class_id=features.POSITIVE_CLASS_ID))
+        model_name=destinations.model_name, card_base_directory=destinations.model_card_dir,
+        code_version=code_version, positive_class_id=features.POSITIVE_CLASS_ID))
     if stop_after is not None:
         ids = [node.id for node in nodes]
         if stop_after not in ids:
             raise ValueError(f'stop_after must be one of {ids}, got {stop_after!r}')
         nodes = nodes[:ids.index(stop_after) + 1]
     return tfx_pipeline.Pipeline(
-        pipeline_name=settings.pipeline_name,
+        pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=nodes,
-        enable_cache=settings.enable_cache,
+        enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args))
+
+
+def pipeline_from_settings(settings: Settings, **runner_choices) -> tfx_pipeline.Pipeline:
+    """create_pipeline with the groups of `settings` it reads; `runner_choices`: pipeline_root,
+    metadata_connection_config, beam_pipeline_args and optionally stop_after, user_code_from."""
+    return create_pipeline(
+        pipeline_name=settings.pipeline_name, input_base=settings.input_base, data=settings.data,
+        training=settings.training, config=settings.training_config(), evaluation=settings.evaluation,
+        serving_check=settings.serving_check, export=settings.export, destinations=settings.destinations,
+        enable_cache=settings.enable_cache, code_version=git_version(), **runner_choices)

@@ -57,4 +57,5 @@ def promote(config_path: str, model_name: str, model_dir: str, label: str, versi
     policy.specific.versions[:] = sorted(set(model.version_labels.values()))  # unlabelled versions retire
     write_config_atomically(config, config_path)
     moved = f'from {previous} ' if previous is not None and previous != version else ''
-    return f'Label {label!r} of {model_name} moved {moved}to version {version}; serving versions {list(policy.specific.versions)}.'
+    serving = list(policy.specific.versions)
+    return f'Label {label!r} of {model_name} moved {moved}to version {version}; serving versions {serving}.'

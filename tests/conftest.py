@@ -21,7 +21,9 @@ def transformed(tmp_path_factory):
     """{'examples': Examples, 'transform_graph': TransformGraph, 'data_root', 'home'}: the pipeline
     up to Transform on 64 synthetic images at 32 pixels."""
     from tfx.types import standard_artifacts
-    from petpark.pipeline import config, local_runner, summary, synthetic_data
+    from petpark.pipeline import settings as config, synthetic_data
+    from petpark.pipeline.inspection import summary
+    from petpark.pipeline.runners import local as local_runner
     from tests.pipeline_fixtures import IMAGE_SIZE
     home = tmp_path_factory.mktemp('modules_home')
     data_root = os.path.join(home, 'data')

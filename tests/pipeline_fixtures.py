@@ -48,6 +48,7 @@ def train_model(transformed, work_dir):
 def export_edge(transformed, model, work_dir, blessed=True, version='1800000000', **parameters):
     """Runs the OnnxExporter executor as the pipeline wires it; returns its OnnxModel artifact."""
     from tfx.types import channel, standard_artifacts
+    from petpark.components.common.artifacts import OnnxModel
     from petpark.components.onnx_exporter import component
     from petpark.modules import features
     blessing = standard_artifacts.ModelBlessing()
@@ -61,8 +62,9 @@ def export_edge(transformed, model, work_dir, blessed=True, version='1800000000'
         transform_graph=channel.Channel(type=standard_artifacts.TransformGraph), model_name='petpark',
         edge_base_directory=os.path.join(work_dir, 'edge', 'petpark'), class_names=features.LABELS,
         raw_feature_keys=[features.IMAGE_KEY, features.LABEL_KEY], pixels_key=features.IMAGE_XF,
-        label_key=features.LABEL_XF, signature_name=features.PIXELS_SIGNATURE, **parameters)
-    output = component.OnnxModel()
+        label_key=features.LABEL_XF, pixel_contract=features.PIXEL_CONTRACT, signature_name=features.PIXELS_SIGNATURE,
+        **parameters)
+    output = OnnxModel()
     output.uri = os.path.join(work_dir, 'onnx_model', version, str(len(os.listdir(work_dir))))
     component.executor.Executor().Do(
         {'model': [model], 'model_blessing': [blessing], 'examples': [transformed['raw_examples']],

@@ -14,7 +14,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # folder -> the requirement groups its imports may come from
-PARTS = {'pipeline': ['', 'airflow', 'notebooks'], 'components': [''], 'modules': [''], 'schemas': [''], 'serving': ['', 'serving', 'edge']}
+PARTS = {'pipeline': ['', 'airflow', 'notebooks'], 'components': [''], 'modules': [''], 'schemas': [''],
+         'serving': ['', 'serving', 'edge']}
 # distributions of the Airflow environment (.venv-airflow) that the main environment does not have
 AIRFLOW_ONLY = {'psycopg2': 'psycopg2-binary'}
 
@@ -91,6 +92,18 @@ def test_every_direct_import_is_declared(folder):
     assert not missing, f'undeclared in setup.py for {folder}/: {missing}'
 
 
+def test_what_the_default_pipeline_starts_needs_only_core_requirements():
+    """The ServingValidator starts `petpark serve`: every serving module but the clients and the
+    edge runtime imports only install_requires, so a plain `pip install petpark` can serve."""
+    core = declared()['']
+    optional = {'client.py', 'edge_runtime.py'}
+    missing = {}
+    for module, where in imported_modules('serving').items():
+        if os.path.basename(where) not in optional and distribution_of(module) not in core:
+            missing[distribution_of(module)] = f'{module} (imported in {where})'
+    assert not missing, f'serving needs these beyond install_requires: {missing}'
+
+
 def test_installs_under_one_namespace():
     """Outside the repository, petpark's folders import as petpark.* and under no generic name."""
     script = ('import importlib.util, petpark.pipeline\n'
@@ -123,5 +136,5 @@ def test_the_airflow_environment_keeps_the_tfx_stack_of_the_main_lock():
 
 def test_the_beam_workers_requirements_are_the_locked_tfx():
     """What a staging Beam runner would install is the TFX the lock tested."""
-    requirements = pins('pipeline/beam_requirements.txt')
+    requirements = pins('pipeline/runners/beam_requirements.txt')
     assert requirements == {'tfx': pins('requirements/lock.txt')['tfx']}

@@ -5,16 +5,12 @@ from tfx.components.example_gen import utils
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
-from tfx.types import artifact, channel, standard_artifacts, standard_component_specs
+from tfx.types import channel, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from petpark.components.common.artifacts import IngestionReport
 from petpark.components.image_example_gen import driver, executor, labels, listing, records
 from petpark.modules import features
-
-
-class IngestionReport(artifact.Artifact):
-    """What ingestion accepted, converted and rejected (report.json), per reason and file."""
-    TYPE_NAME = 'petpark.IngestionReport'
 
 
 class ImageExampleGenSpec(ComponentSpec):

@@ -8,13 +8,14 @@ from tfx.dsl.components.base import base_driver
 from tfx.orchestration import data_types
 from tfx.proto import example_gen_pb2, range_config_pb2
 
+from petpark.components.common.uris import is_local
 from petpark.components.image_example_gen import listing
 
 
 class _ImageFolderInputProcessor(input_processor.FileBasedInputProcessor):
 
     def resolve_span_and_version(self) -> Tuple[int, Optional[int]]:
-        if not listing.is_local(self._input_base_uri):
+        if not is_local(self._input_base_uri):
             return super().resolve_span_and_version()
         self._fingerprint, span, version = listing.resolve(self._input_base_uri, list(self._splits),
                                                            self._range_config)

@@ -18,6 +18,7 @@ from tfx.components.example_gen import utils
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2, range_config_pb2
 
+from petpark.components.common.uris import is_local
 from petpark.components.image_example_gen.records import METADATA_FILE
 
 
@@ -28,10 +29,6 @@ class Entry:
     image_id: str
     reason: str = ''
     detail: str = ''
-
-
-def is_local(path: str) -> bool:
-    return '://' not in path
 
 
 def image_root(input_base: str, split_pattern: str) -> str:

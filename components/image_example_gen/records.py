@@ -13,6 +13,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 import tensorflow as tf
 from tfx.dsl.io import fileio
 
+from petpark.components.common.uris import is_local
 from petpark.components.image_example_gen import duplicates, images
 from petpark.components.image_example_gen.labels import LabelRule
 from petpark.components.image_example_gen.rejections import FileRejected
@@ -90,7 +91,7 @@ def make_example(image_id: str, label: str, data: bytes, derived: Dict[str, Any]
 def read_file(path: str, max_bytes: int) -> bytes:
     """The file's bytes. A local file is opened without blocking and read only when it is a
     regular file of at most `max_bytes` (a FIFO swapped in after listing is never read)."""
-    if '://' in path:
+    if not is_local(path):
         with fileio.open(path, 'rb') as f:
             return f.read(max_bytes + 1)
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

@@ -2,17 +2,11 @@
 from typing import Optional
 
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import artifact, channel, standard_artifacts
+from tfx.types import channel, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from petpark.components.common.artifacts import ModelCard, OnnxModel
 from petpark.components.model_card import executor
-from petpark.components.onnx_exporter.component import OnnxModel
-
-
-class ModelCard(artifact.Artifact):
-    """model_card.md, model_card.html, facts.json and plots; properties: written, model_version,
-    card_destination, code_version."""
-    TYPE_NAME = 'petpark.ModelCard'
 
 
 class ModelCardGeneratorSpec(ComponentSpec):
@@ -37,11 +31,12 @@ class ModelCardGeneratorSpec(ComponentSpec):
 
 
 class ModelCardGenerator(base_component.BaseComponent):
-    """Renders the facts of the pushed version (metrics overall and per slice with Fairness
-    Indicators, the worst slice, blessing and thresholds, serving check, hyperparameters, data
-    span and split sizes, schema, code version, edge export) as Markdown and HTML with plots, and
-    publishes them atomically to `<card_base_directory>/<version>/`, outside the folder TF
-    Serving loads. A version keeps its first card; nothing pushed, no card."""
+    """Gathers the pushed version's facts record (components/common/facts.py: metrics overall and
+    per slice with Fairness Indicators, the worst slice, blessing and thresholds, hyperparameters,
+    data span and split sizes, schema, code version, and what the other inputs contribute: serving
+    check, edge export), stores it on its ModelCard artifact, renders it as Markdown and HTML with
+    plots, and publishes them atomically to `<card_base_directory>/<version>/`, outside the folder
+    TF Serving loads. A version keeps its first card; nothing pushed, no card."""
     SPEC_CLASS = ModelCardGeneratorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 

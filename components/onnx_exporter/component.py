@@ -1,18 +1,13 @@
 """OnnxExporter: every blessed model also ships as a proven ONNX file for the edge boxes."""
 import json
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import artifact, channel, standard_artifacts
+from tfx.types import channel, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from petpark.components.common.artifacts import OnnxModel
 from petpark.components.onnx_exporter import executor
-
-
-class OnnxModel(artifact.Artifact):
-    """model.onnx (and model.int8.onnx) with metadata.json; properties record whether it was
-    exported, opset, parity figures, quantization and the SavedModel version it matches."""
-    TYPE_NAME = 'petpark.OnnxModel'
 
 
 class OnnxExporterSpec(ComponentSpec):
@@ -25,7 +20,7 @@ class OnnxExporterSpec(ComponentSpec):
         'decision_threshold': ExecutionParameter(type=float),
         'raw_feature_keys': ExecutionParameter(type=str),
         'pixels_key': ExecutionParameter(type=str),
-        'pixels_scale': ExecutionParameter(type=float),
+        'pixel_contract': ExecutionParameter(type=str),
         'label_key': ExecutionParameter(type=str),
         'parity_examples': ExecutionParameter(type=int),
         'parity_tolerance': ExecutionParameter(type=float),
@@ -56,7 +51,7 @@ class OnnxExporter(base_component.BaseComponent):
     def __init__(self, model: channel.BaseChannel, model_blessing: channel.BaseChannel,
                  examples: channel.BaseChannel, transform_graph: channel.BaseChannel, *, model_name: str,
                  edge_base_directory: str, class_names: Sequence[str], raw_feature_keys: Sequence[str],
-                 pixels_key: str, label_key: str, pixels_scale: float = 1.0,
+                 pixels_key: str, label_key: str, pixel_contract: Dict[str, Any],
                  pushed_model: Optional[channel.BaseChannel] = None,
                  evaluation: Optional[channel.BaseChannel] = None, signature_name: str = 'serving_pixels',
                  opset: int = 17, decision_threshold: float = 0.5, parity_examples: int = 64,
@@ -72,7 +67,8 @@ class OnnxExporter(base_component.BaseComponent):
             edge_base_directory=edge_base_directory, signature_name=signature_name, opset=opset,
             class_names=json.dumps(list(class_names)), decision_threshold=decision_threshold,
             raw_feature_keys=json.dumps(list(raw_feature_keys)), pixels_key=pixels_key, label_key=label_key,
-            pixels_scale=pixels_scale, parity_examples=parity_examples, parity_tolerance=parity_tolerance,
+            pixel_contract=json.dumps(pixel_contract, sort_keys=True), parity_examples=parity_examples,
+            parity_tolerance=parity_tolerance,
             accuracy_examples=accuracy_examples, quantize_int8=int(quantize_int8),
             calibration_examples=calibration_examples, max_int8_accuracy_drop=max_int8_accuracy_drop,
             onnx_model=channel.Channel(type=OnnxModel)))

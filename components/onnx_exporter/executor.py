@@ -1,4 +1,5 @@
 """OnnxExporter executor: convert, prove, optionally quantize, and publish for the edge boxes."""
+import hashlib
 import json
 import os
 import time
@@ -11,10 +12,10 @@ from absl import logging
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact, artifact_utils
-from tfx.utils import io_utils, path_utils
+from tfx.utils import path_utils
 
+from petpark.components.common import facts, storage
 from petpark.components.onnx_exporter import conversion, examples, proof
-from petpark.components.serving_pusher import executor as serving_pusher
 
 MODEL_KEY, BLESSING_KEY, EXAMPLES_KEY = 'model', 'model_blessing', 'examples'
 TRANSFORM_GRAPH_KEY, PUSHED_MODEL_KEY, EVALUATION_KEY = 'transform_graph', 'pushed_model', 'evaluation'
@@ -32,15 +33,12 @@ def _single(input_dict: Dict[str, List[artifact.Artifact]], key: str) -> Optiona
     return found[0] if found else None
 
 
-def overall_metrics(evaluation_uri: str) -> Dict[str, float]:
-    """The Evaluator's overall-slice metrics (for the positive class where binarized)."""
-    import tensorflow_model_analysis as tfma
-    for result in tfma.load_metrics(evaluation_uri):
-        if tfma.slicer.deserialize_slice_key(result.slice_key):
-            continue
-        return {item.key.name: item.value.double_value.value for item in result.metric_keys_and_values
-                if item.value.HasField('double_value') and not item.key.is_diff}
-    return {}
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _transformed(input_dict, exec_properties, split: str, limit: int):
@@ -48,7 +46,16 @@ def _transformed(input_dict, exec_properties, split: str, limit: int):
         artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]), split,
         artifact_utils.get_single_uri(input_dict[TRANSFORM_GRAPH_KEY]),
         json.loads(exec_properties['raw_feature_keys']), exec_properties['pixels_key'],
-        exec_properties['label_key'], limit, float(exec_properties.get('pixels_scale', 1.0)))
+        exec_properties['label_key'], limit, float(json.loads(exec_properties['pixel_contract'])['scale']))
+
+
+def int8_verdict(fp32_accuracy: float, int8_accuracy: float, max_drop: float) -> Dict[str, Any]:
+    """Whether the INT8 model ships: its accuracy (a fraction) at most `max_drop` below FP32's."""
+    if fp32_accuracy - int8_accuracy > max_drop:
+        return {'shipped': False, 'accuracy': int8_accuracy,
+                'reason': f'INT8 accuracy {int8_accuracy:.4f} is more than {max_drop:g} below FP32 {fp32_accuracy:.4f}'}
+    return {'shipped': True, 'accuracy': int8_accuracy,
+            'reason': f'INT8 accuracy {int8_accuracy:.4f} within {max_drop:g} of FP32 {fp32_accuracy:.4f}'}
 
 
 class Executor(base_executor.BaseExecutor):
@@ -72,51 +79,60 @@ class Executor(base_executor.BaseExecutor):
 
         onnx_model = conversion.convert(saved_model, signature_name, int(exec_properties['opset']))
         conversion.check(onnx_model, signature_name)
-        fp32_path = os.path.join(exported.uri, FP32_FILE)
-        fileio.makedirs(exported.uri)
-        onnx.save(onnx_model, fp32_path)
-        fp32 = proof.session(fp32_path)
+        contract = json.loads(exec_properties['pixel_contract'])
+        class_names = json.loads(exec_properties['class_names'])
+        with storage.local_stage(exported.uri) as stage:  # onnx and onnxruntime read and write local files
+            fp32_path = os.path.join(stage, FP32_FILE)
+            onnx.save(onnx_model, fp32_path)
+            fp32 = proof.session(fp32_path)
 
-        pixels, labels = _transformed(input_dict, exec_properties, 'eval', int(exec_properties['accuracy_examples']))
-        compared = pixels[:int(exec_properties['parity_examples'])]
-        loaded = tf.saved_model.load(saved_model)
-        input_name = fp32.get_inputs()[0].name
-        reference = loaded.signatures[signature_name](**{input_name: tf.constant(compared)})[
-            fp32.get_outputs()[0].name].numpy()
-        parity = proof.parity(proof.run(fp32, compared), reference)
-        if not parity.holds(tolerance):
-            raise ParityError(f'ONNX and SavedModel disagree on {len(compared)} eval examples: largest probability '
-                              f'difference {parity.max_abs_difference:.3g} (allowed {tolerance:g}), same class on '
-                              f'{parity.same_class} of {parity.examples}')
-        fp32_accuracy = proof.accuracy(proof.run(fp32, pixels), labels)
-        int8 = self._int8(input_dict, exec_properties, exported.uri, input_name, pixels, labels, fp32_accuracy)
+            pixels, labels = _transformed(input_dict, exec_properties, 'eval', int(exec_properties['accuracy_examples']))
+            compared = pixels[:int(exec_properties['parity_examples'])]
+            loaded = tf.saved_model.load(saved_model)
+            input_name = fp32.get_inputs()[0].name
+            reference = loaded.signatures[signature_name](**{input_name: tf.constant(compared)})[
+                fp32.get_outputs()[0].name].numpy()
+            parity = proof.parity(proof.run(fp32, compared), reference)
+            if not parity.holds(tolerance):
+                raise ParityError(f'ONNX and SavedModel disagree on {len(compared)} eval examples: largest probability '
+                                  f'difference {parity.max_abs_difference:.3g} (allowed {tolerance:g}), same class on '
+                                  f'{parity.same_class} of {parity.examples}')
+            fp32_accuracy = proof.accuracy(proof.run(fp32, pixels), labels)
+            int8 = self._int8(input_dict, exec_properties, stage, input_name, pixels, labels, fp32_accuracy)
+            shipped = [FP32_FILE] + ([INT8_FILE] if int8['shipped'] else [])
 
-        evaluation = _single(input_dict, EVALUATION_KEY)
-        metadata = {
-            'format': FORMAT,
-            'model_name': exec_properties['model_name'],
-            'version': version,
-            'files': {'fp32': FP32_FILE, 'int8': INT8_FILE if int8['shipped'] else None},
-            'opset': int(exec_properties['opset']),
-            'input': {
-                'name': input_name, 'dtype': 'float32', 'layout': 'NHWC',
-                'shape': [-1, *compared.shape[1:]], 'colour_order': 'RGB',
-                'resize': {'height': int(compared.shape[1]), 'width': int(compared.shape[2]),
-                           'method': 'bilinear', 'antialias': True, 'keep_aspect_ratio': False,
-                           'as': 'tf.image.resize(float pixels, [height, width], antialias=True)'},
-                'scale': {'divide_by': 255.0, 'clip': [0.0, 1.0]},
-            },
-            'output': {'name': fp32.get_outputs()[0].name, 'class_names': json.loads(exec_properties['class_names']),
-                       'positive_class': json.loads(exec_properties['class_names'])[-1],
-                       'decision_threshold': float(exec_properties['decision_threshold'])},
-            'source': {'saved_model_version': version, 'signature': signature_name, 'model_uri': model.uri},
-            'parity': {'examples': parity.examples, 'max_abs_difference': parity.max_abs_difference,
-                       'same_class': parity.same_class, 'tolerance': tolerance},
-            'accuracy': {'examples': int(len(labels)), 'fp32': fp32_accuracy, 'int8': int8['accuracy']},
-            'quantization': int8,
-            'evaluation': overall_metrics(evaluation.uri) if evaluation is not None else {},
-        }
-        io_utils.write_string_file(os.path.join(exported.uri, METADATA_FILE), json.dumps(metadata, indent=1))
+            evaluation = _single(input_dict, EVALUATION_KEY)
+            positive = len(class_names) - 1
+            metadata = {
+                'format': FORMAT,
+                'model_name': exec_properties['model_name'],
+                'version': version,
+                'files': {'fp32': FP32_FILE, 'int8': INT8_FILE if int8['shipped'] else None},
+                'sha256': {name: file_sha256(os.path.join(stage, name)) for name in shipped},
+                'opset': int(exec_properties['opset']),
+                'input': {
+                    'name': input_name, 'dtype': 'float32', 'layout': 'NHWC',
+                    'shape': [-1, *compared.shape[1:]], 'colour_order': contract['colour_order'],
+                    'resize': {'height': int(compared.shape[1]), 'width': int(compared.shape[2]),
+                               'method': contract['resize_method'], 'antialias': contract['antialias'],
+                               'keep_aspect_ratio': contract['keep_aspect_ratio'],
+                               'as': f"tf.image.resize(float pixels, [height, width], method='{contract['resize_method']}', "
+                                     f"antialias={contract['antialias']})"},
+                    'round': contract['round'],
+                    'scale': {'divide_by': round(1.0 / contract['scale'], 9), 'clip': [0.0, float(contract['max_level'])]},
+                },
+                'output': {'name': fp32.get_outputs()[0].name, 'class_names': class_names,
+                           'positive_class': class_names[positive],
+                           'decision_threshold': float(exec_properties['decision_threshold'])},
+                'source': {'saved_model_version': version, 'signature': signature_name, 'model_uri': model.uri},
+                'parity': {'examples': parity.examples, 'max_abs_difference': parity.max_abs_difference,
+                           'same_class': parity.same_class, 'tolerance': tolerance},
+                'accuracy': {'examples': int(len(labels)), 'fp32': fp32_accuracy, 'int8': int8['accuracy']},
+                'quantization': int8,
+                'evaluation': facts.overall_metrics(evaluation.uri, positive) if evaluation is not None else {},
+            }
+            with open(os.path.join(stage, METADATA_FILE), 'w') as f:
+                json.dump(metadata, f, indent=1)
         destination = os.path.join(exec_properties['edge_base_directory'], version)
         self._publish(exported.uri, exec_properties['edge_base_directory'], destination, model.uri)
 
@@ -130,6 +146,9 @@ class Executor(base_executor.BaseExecutor):
         exported.set_float_custom_property('fp32_accuracy', fp32_accuracy)
         exported.set_int_custom_property('int8_shipped', int(int8['shipped']))
         exported.set_string_custom_property('int8_reason', int8['reason'])
+        facts.contribute(exported, 'edge', {
+            'destination': destination, 'opset': int(exec_properties['opset']), 'int8': bool(int8['shipped']),
+            'parity_max_abs_difference': f'{parity.max_abs_difference:.3e}'})
 
     @staticmethod
     def _int8(input_dict, exec_properties, folder: str, input_name: str, pixels: np.ndarray, labels: np.ndarray,
@@ -141,22 +160,19 @@ class Executor(base_executor.BaseExecutor):
         int8_path = os.path.join(folder, INT8_FILE)
         proof.quantize_int8(os.path.join(folder, FP32_FILE), int8_path, calibration, input_name)
         int8_accuracy = proof.accuracy(proof.run(proof.session(int8_path), pixels), labels)
-        allowed = float(exec_properties['max_int8_accuracy_drop'])
-        if fp32_accuracy - int8_accuracy > allowed:
-            fileio.remove(int8_path)
-            return {'shipped': False, 'accuracy': int8_accuracy,
-                    'reason': f'INT8 accuracy {int8_accuracy:.4f} is more than {allowed:g} below FP32 {fp32_accuracy:.4f}'}
-        return {'shipped': True, 'accuracy': int8_accuracy,
-                'reason': f'INT8 accuracy {int8_accuracy:.4f} within {allowed:g} of FP32 {fp32_accuracy:.4f}'}
+        verdict = int8_verdict(fp32_accuracy, int8_accuracy, float(exec_properties['max_int8_accuracy_drop']))
+        if not verdict['shipped']:
+            os.remove(int8_path)
+        return verdict
 
     @staticmethod
     def _publish(folder: str, base: str, destination: str, model_uri: str) -> None:
         """Publishes the folder as `destination`, unless that version already holds this model's export."""
         existing = os.path.join(destination, METADATA_FILE)
         if fileio.exists(existing):
-            if json.loads(io_utils.read_string_file(existing))['source']['model_uri'] == model_uri:
+            if json.loads(storage.read_text(existing))['source']['model_uri'] == model_uri:
                 logging.info('OnnxExporter: %s already holds this model; not exported again.', destination)
                 return
             raise RuntimeError(f'{destination} already holds the export of another model')
-        serving_pusher.remove_leftovers(base, METADATA_FILE)
-        serving_pusher.publish_atomically(folder, destination, METADATA_FILE)
+        storage.remove_leftovers(base, METADATA_FILE)
+        storage.publish_atomically(folder, destination, METADATA_FILE)

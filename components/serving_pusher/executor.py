@@ -1,7 +1,6 @@
 """ServingPusher executor: TFX's Pusher for filesystem destinations, publishing each version
 atomically and never pushing an unchanged model twice."""
 import os
-import re
 import time
 from typing import Any, Dict, List, Optional
 
@@ -12,18 +11,17 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+from petpark.components.common import storage
+from petpark.serving import layout
+
 FINGERPRINT_FILE = 'fingerprint.pb'
-SAVED_MODEL_FILE = 'saved_model.pb'
-STAGING_SUFFIX = '.staging'
+SAVED_MODEL_FILE = layout.SAVED_MODEL_FILE
 
 
 def latest_version_dir(base_directory: str) -> Optional[str]:
-    """The highest numeric version folder holding a saved_model.pb, TF Serving's way."""
-    if not fileio.isdir(base_directory):
-        return None
-    versions = [name.rstrip('/') for name in fileio.listdir(base_directory) if name.rstrip('/').isdigit()]
-    complete = [v for v in versions if fileio.exists(os.path.join(base_directory, v, SAVED_MODEL_FILE))]
-    return os.path.join(base_directory, max(complete, key=int)) if complete else None
+    """The highest version folder holding a saved_model.pb, TF Serving's way."""
+    folders = layout.version_folders(base_directory, files=fileio)
+    return folders[max(folders)] if folders else None
 
 
 def same_model(model_dir: str, served_dir: str) -> bool:
@@ -34,47 +32,12 @@ def same_model(model_dir: str, served_dir: str) -> bool:
     return io_utils.read_bytes_file(paths[0]) == io_utils.read_bytes_file(paths[1])
 
 
-def remove_leftovers(base_directory: str, marker: str = SAVED_MODEL_FILE) -> List[str]:
-    """Removes what killed pushes left: staging folders, and numeric folders without their
-    `marker` file (readers ignore both; they only take space and confuse people)."""
-    removed = []
-    if not fileio.isdir(base_directory):
-        return removed
-    for name in fileio.listdir(base_directory):
-        name = name.rstrip('/')
-        path = os.path.join(base_directory, name)
-        staging = name.startswith('.') and name.endswith(STAGING_SUFFIX)
-        incomplete = name.isdigit() and not fileio.exists(os.path.join(path, marker))
-        if (staging or incomplete) and fileio.isdir(path):
-            fileio.rmtree(path)
-            removed.append(name)
-    return removed
-
-
-def publish_atomically(source_dir: str, final_dir: str, marker: str) -> None:
-    """Copies `source_dir` to `final_dir` so that no reader sees a half-written folder.
-
-    Locally the copy goes to a hidden staging folder beside it (`.<name>.staging`, a name TF
-    Serving and the edge runtime never load), which is then renamed into place. On object
-    stores, where renaming a folder is a copy, the `marker` file that makes the folder count
-    (saved_model.pb, metadata.json) is copied last, as TFX's Pusher does.
-    """
-    if '://' in final_dir:
-        io_utils.copy_dir(source_dir, final_dir, deny_regex_patterns=[re.escape(marker)])
-        io_utils.copy_file(os.path.join(source_dir, marker), os.path.join(final_dir, marker))
-        return
-    parent, name = os.path.split(final_dir.rstrip('/'))
-    staging = os.path.join(parent, f'.{name}{STAGING_SUFFIX}')
-    io_utils.copy_dir(source_dir, staging)
-    os.rename(staging, final_dir)
-
-
 def publish(model_dir: str, base_directory: str) -> str:
     """Publishes the SavedModel as a new `<base>/<unix time>` version; returns the version."""
     version = int(time.time())
     while fileio.exists(os.path.join(base_directory, str(version))):
         version += 1
-    publish_atomically(model_dir, os.path.join(base_directory, str(version)), SAVED_MODEL_FILE)
+    storage.publish_atomically(model_dir, os.path.join(base_directory, str(version)), SAVED_MODEL_FILE)
     return str(version)
 
 
@@ -95,7 +58,7 @@ class Executor(pusher_executor.Executor):
             self._MarkNotPushed(model_push)
             return
         base_directory = destination.filesystem.base_directory
-        removed = remove_leftovers(base_directory)
+        removed = storage.remove_leftovers(base_directory, SAVED_MODEL_FILE)
         if removed:
             logging.warning('Removed what interrupted pushes left in %s: %s', base_directory, removed)
         model_path = self.GetModelPath(input_dict)

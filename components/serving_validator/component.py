@@ -3,7 +3,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from petpark.components.serving_validator import executor, runners
+from petpark.components.serving_validator import executor, servers
 
 
 class ServingValidatorSpec(ComponentSpec):
@@ -43,8 +43,8 @@ class ServingValidator(base_component.BaseComponent):
                  server: str = 'petpark', server_binary: str = '', signature_name: str = 'serving_default',
                  split: str = 'eval', num_examples: int = 32, max_loading_seconds: float = 300.0,
                  max_latency_ms: float = 1000.0, tolerance: float = 1e-5):
-        if server not in runners.SERVERS:
-            raise ValueError(f'server must be one of {runners.SERVERS}, got {server!r}')
+        if server not in servers.SERVERS:
+            raise ValueError(f'server must be one of {servers.SERVERS}, got {server!r}')
         if num_examples < 1 or max_loading_seconds <= 0 or max_latency_ms <= 0 or tolerance < 0:
             raise ValueError('num_examples, max_loading_seconds and max_latency_ms must be positive, '
                              'tolerance not negative')

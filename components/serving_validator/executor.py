@@ -18,6 +18,7 @@ from tfx.utils import io_utils, path_utils
 from tfx.utils.model_paths import tf_serving_flavor
 from tensorflow_serving.apis import classification_pb2
 
+from petpark.components.common import facts
 from petpark.components.serving_validator import runners
 
 MODEL_KEY, EXAMPLES_KEY, BLESSING_KEY = 'model', 'examples', 'blessing'
@@ -133,11 +134,11 @@ class Executor(base_executor.BaseExecutor):
             try:
                 figures = self._validate(server, exec_properties, model_path, model_name, requests, saved_model)
             except (ValidationFailed, error_types.InfraValidationError) as e:
-                self._mark(blessing, False, f'{server}: {e}')
+                self._mark(blessing, False, f'{server}: {e}', {})
                 return
         for name, value in figures.items():
             blessing.set_float_custom_property(name, value)
-        self._mark(blessing, True, '')
+        self._mark(blessing, True, '', figures)
 
     def _validate(self, server, exec_properties, model_path, model_name, requests, saved_model) -> Dict[str, float]:
         runner = runners.make_runner(server, model_path, model_name, exec_properties['server_binary'])
@@ -182,9 +183,13 @@ class Executor(base_executor.BaseExecutor):
                 'max_abs_difference': difference}
 
     @staticmethod
-    def _mark(blessing: artifact.Artifact, blessed: bool, reason: str) -> None:
+    def _mark(blessing: artifact.Artifact, blessed: bool, reason: str, figures: Dict[str, float]) -> None:
         io_utils.write_string_file(os.path.join(blessing.uri, BLESSED_FILE if blessed else NOT_BLESSED_FILE), '')
         blessing.set_int_custom_property('blessed', int(blessed))
+        facts.contribute(blessing, 'serving_check', {
+            'blessed': blessed, 'server': blessing.get_string_custom_property('server'), 'reason': reason or None,
+            **{name: figures.get(name) for name in ('latency_p50_ms', 'latency_p99_ms', 'requests',
+                                                    'max_abs_difference')}})
         if reason:
             blessing.set_string_custom_property('reason', reason)
             logging.warning('ServingValidator: not blessed: %s', reason)

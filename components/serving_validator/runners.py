@@ -21,9 +21,9 @@ from typing import List, Optional
 from tfx.components.infra_validator import error_types
 from tfx.components.infra_validator.model_server_runners import base_runner
 
+from petpark.components.serving_validator.servers import SERVERS
 from petpark.serving.ports import free_port
 
-SERVERS = ('petpark', 'tensorflow_model_server', 'docker')  # pipeline/config.py VALIDATION_SERVERS
 _PR_SET_PDEATHSIG = 1
 _LOG_LINES = 200
 _GRPC_LINE = re.compile(r'gRPC \(.*\) at ([\w.:\[\]-]+):(\d+)')

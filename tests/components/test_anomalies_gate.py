@@ -10,8 +10,8 @@ from petpark.components.anomalies_gate import component, executor
 
 
 def anomalies_artifact(path, per_split, folder='Split-{}', verdicts=None):
-    """An ExampleAnomalies artifact as ExampleValidator (or, with folder='SplitPair-{}',
-    DistributionValidator) writes it: one SchemaDiff.pb per split and a `blessed` verdict each."""
+    """An ExampleAnomalies artifact as ExampleValidator writes it: one SchemaDiff.pb per split and
+    a `blessed` verdict each."""
     artifact = standard_artifacts.ExampleAnomalies()
     artifact.uri = str(path)
     artifact.split_names = artifact_utils.encode_split_names(list(per_split))
@@ -35,7 +35,7 @@ def anomaly(feature, short, description):
     return result
 
 
-def run(tmp_path, artifact, drift=None):
+def run(tmp_path, artifact):
     schema = standard_artifacts.Schema()
     schema.uri = str(tmp_path / 'schema')
     os.makedirs(schema.uri, exist_ok=True)
@@ -43,7 +43,7 @@ def run(tmp_path, artifact, drift=None):
         f.write('feature { name: "label" type: BYTES }\n')
     validated = standard_artifacts.Schema()
     validated.uri = str(tmp_path / 'validated')
-    inputs = {'anomalies': [artifact], 'schema': [schema], 'drift_anomalies': [drift] if drift else []}
+    inputs = {'anomalies': [artifact], 'schema': [schema]}
     executor.Executor().Do(inputs, {'validated_schema': [validated]}, {})
     return validated
 
@@ -80,18 +80,6 @@ def test_the_verdict_is_what_the_validator_recorded(tmp_path):
     run(tmp_path / 'blessed', anomalies_artifact(tmp_path / 'a', {'train': noisy}, verdicts={'train': 1}))
     with pytest.raises(executor.DataAnomaliesError, match='split eval: \\(no anomalies file written\\)'):
         run(tmp_path / 'not', anomalies_artifact(tmp_path / 'b', {}, verdicts={'eval': 0}))
-
-
-def test_drift_split_pairs_from_distribution_validator_fail_too(tmp_path):
-    clean = anomalies_artifact(tmp_path / 'a', {'train': anomalies_pb2.Anomalies()})
-    drift = anomalies_artifact(tmp_path / 'd', {'train_eval': anomaly(
-        'brightness', 'High Linfty distance between current and previous', 'Linfty 0.4 above 0.1')},
-        folder='SplitPair-{}')
-    with pytest.raises(executor.DataAnomaliesError, match="split train_eval: feature 'brightness': High Linfty"):
-        run(tmp_path, clean, drift)
-    no_baseline = anomalies_artifact(tmp_path / 'n', {}, folder='SplitPair-{}', verdicts={'train': 2})
-    validated = run(tmp_path / 'ok', clean, no_baseline)
-    assert validated.get_json_value_custom_property('validated_splits')['drift_anomalies'] == {'train': 2}
 
 
 def test_an_artifact_without_verdicts_is_a_clear_error(tmp_path):

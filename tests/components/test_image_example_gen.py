@@ -16,10 +16,10 @@ from petpark.components.image_example_gen import (component, duplicates, executo
                                                 report)
 from petpark.components.image_example_gen.rejections import FileRejected
 from petpark.modules import features
-from petpark.pipeline import local_runner
+from petpark.pipeline.runners import beam
 
 CATS_AND_DOGS = labels.LabelRule(('cat', 'dog'))
-BEAM_ARGS = local_runner.beam_pipeline_args(1)
+BEAM_ARGS = beam.beam_pipeline_args(1)
 
 
 def jpeg_bytes(mode='RGB', size=(24, 20), color=(200, 40, 40), **save):

@@ -26,7 +26,8 @@ def test_synth_is_deterministic(tmp_path):
     synthetic_data.generate(str(tmp_path / 'a'), 4, seed=9)
     synthetic_data.generate(str(tmp_path / 'b'), 4, seed=9)
     synthetic_data.generate(str(tmp_path / 'c'), 4, seed=10)
-    read = lambda d: open(tmp_path / d / 'dog' / 'dog_00001.jpg', 'rb').read()
+    def read(folder):
+        return (tmp_path / folder / 'dog' / 'dog_00001.jpg').read_bytes()
     assert read('a') == read('b') != read('c')
 
 
@@ -78,7 +79,8 @@ def test_a_run_imports_neither_tfx_v1_nor_cloud_sdks(tmp_path):
     """`tfx.v1` pulls every TFX extension and the Google Cloud SDKs: seconds that every run would pay."""
     synthetic_data.generate(str(tmp_path / 'data'), 4)
     modules = imported_after(
-        'from petpark.pipeline import config, local_runner, progress, summary\n'
+        'from petpark.pipeline import settings as config\n'
+        'from petpark.pipeline.runners import local as local_runner\n'
         f'settings = config.Settings.from_env({{"home": "{tmp_path}", "data_root": "{tmp_path / "data"}"}}, environ={{}})\n'
         'local_runner.local_pipeline(settings)')
     assert 'tfx.orchestration.local.local_dag_runner' in modules

@@ -17,7 +17,8 @@ import pytest
 import tensorflow as tf
 
 from petpark.modules import features
-from petpark.pipeline import summary, synthetic_data
+from petpark.pipeline import synthetic_data
+from petpark.pipeline.inspection import summary
 
 pytestmark = pytest.mark.e2e
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,7 +63,7 @@ def runs(tmp_path_factory):
 
     record['second_cards'] = sorted(os.listdir(os.path.join(home, 'model_cards', 'petpark')))
 
-    pipeline_file = os.path.join(REPO, 'pipeline', 'local_runner.py')
+    pipeline_file = os.path.join(REPO, 'pipeline', 'runners', 'local.py')
     record['tfx_create'] = run_command([os.path.join(BIN, 'tfx'), 'pipeline', 'create', '--engine', 'local',
                                         '--pipeline_path', pipeline_file], env)
     record['tfx_run'] = run_command([os.path.join(BIN, 'tfx'), 'run', 'create', '--engine', 'local',

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from petpark.pipeline import run_lock, summary, synthetic_data
+from petpark.pipeline import synthetic_data
+from petpark.pipeline.inspection import summary
+from petpark.pipeline.ops import run_lock
 
 pytestmark = pytest.mark.e2e
 BIN = os.path.dirname(sys.executable)

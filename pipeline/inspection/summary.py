@@ -6,13 +6,12 @@ from typing import Dict, List, Optional, Tuple
 
 import ml_metadata as mlmd
 from google.protobuf import text_format
-import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
-from tfx.orchestration import metadata
 
-from petpark.components.model_card import facts
+from petpark.components.common import facts
 from petpark.modules import features
-from petpark.pipeline import progress, run_lock
+from petpark.pipeline.inspection import store as mlmd_store
+from petpark.pipeline.ops import run_lock
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 METRIC_COLUMNS = (('example_count', 'n'), ('binary_accuracy', 'accuracy'), ('precision', 'precision'),
@@ -46,7 +45,7 @@ def state_name(execution: metadata_store_pb2.Execution, run_in_progress: bool) -
 def latest_run(metadata_path: str, pipeline_name: str, having: Optional[Tuple[str, str]] = None) -> RunRecord:
     """The newest run of `pipeline_name` recorded in the MLMD sqlite file; with `having`
     (node, output key), the newest run that has that output."""
-    store = mlmd.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
+    store = mlmd_store.open_store(metadata_path)
     runs = [c for c in store.get_contexts_by_type('pipeline_run')
             if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(c.id))]
     for run in sorted(runs, key=lambda c: c.id, reverse=True):
@@ -60,7 +59,7 @@ def latest_run(metadata_path: str, pipeline_name: str, having: Optional[Tuple[st
 def _run_record(store: mlmd.MetadataStore, run: metadata_store_pb2.Context, metadata_path: str,
                 pipeline_name: str) -> RunRecord:
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
-    node_of = progress.node_of_executions(store, pipeline_name, executions)
+    node_of = mlmd_store.node_of_executions(store, pipeline_name, executions)
     live = run_lock.run_in_progress(metadata_path)
     states = {node_of[e.id]: state_name(e, live) for e in executions if e.id in node_of}
     seconds = {node_of[e.id]: (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0
@@ -118,11 +117,13 @@ def evaluated_split(run: RunRecord) -> str:
 
 def ingestion_report(run: RunRecord) -> Optional[Dict]:
     """The ImageExampleGen report.json of `run` (None when ingestion did not finish)."""
+    from tfx.dsl.io import fileio
+    from petpark.components.image_example_gen import report
     artifact = run.output('ImageExampleGen', 'ingestion_report')
-    path = os.path.join(artifact.uri, 'report.json') if artifact is not None else ''
-    if not os.path.isfile(path):
+    path = os.path.join(artifact.uri, report.REPORT_FILE) if artifact is not None else ''
+    if not path or not fileio.exists(path):
         return None
-    with open(path) as f:
+    with fileio.open(path) as f:
         return dict(json.load(f), path=path)
 
 
@@ -155,6 +156,7 @@ def describe(run: RunRecord) -> List[str]:
         blessed = facts.prop(blessing, 'blessed') == 1
         lines.append(f"Blessing: {'BLESSED' if blessed else 'NOT blessed'}")
         if not blessed and evaluation is not None:
+            import tensorflow_model_analysis as tfma
             validation = tfma.load_validation_result(evaluation.uri)
             for failure in validation.metric_validations_per_slice:
                 for failed in failure.failures:

@@ -11,29 +11,10 @@ import ml_metadata as mlmd
 from ml_metadata import errors
 from ml_metadata.proto import metadata_store_pb2
 
+from petpark.pipeline.inspection.store import node_of_executions, read_only
+
 Execution = metadata_store_pb2.Execution
 _ENDED = {Execution.COMPLETE: 'done', Execution.CACHED: 'cached'}
-
-
-def read_only(config: metadata_store_pb2.ConnectionConfig) -> metadata_store_pb2.ConnectionConfig:
-    """The same store, opened read-only where the backend supports it (sqlite)."""
-    config = metadata_store_pb2.ConnectionConfig.FromString(config.SerializeToString())
-    if config.HasField('sqlite'):
-        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return config
-
-
-def node_of_executions(store: mlmd.MetadataStore, pipeline_name: str,
-                       executions: Sequence[metadata_store_pb2.Execution]) -> Dict[int, str]:
-    """{execution id: node id} for those executions that belong to a node of `pipeline_name`."""
-    node_type = store.get_context_type('node').id
-    prefix = f'{pipeline_name}.'
-    nodes = {}
-    for execution in executions:
-        for context in store.get_contexts_by_execution(execution.id):
-            if context.type_id == node_type and context.name.startswith(prefix):
-                nodes[execution.id] = context.name[len(prefix):]
-    return nodes
 
 
 class RunProgress:

@@ -3,28 +3,35 @@
 notebooks/data_validation.ipynb and notebooks/model_analysis.ipynb call these; `petpark report`
 executes both and renders them to HTML under <home>/reports/.
 """
-import glob
 import os
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from petpark.components.model_card import facts
+from petpark.components.common import facts
 from petpark.modules import features
-from petpark.pipeline import config, registry, summary
+from petpark.pipeline.inspection import registry, store, summary
+from petpark.pipeline.settings import Settings
 
 NOTEBOOKS = ('data_validation', 'model_analysis')
 
 
-def settings() -> config.Settings:
+def settings() -> Settings:
     """The settings of the environment (PETPARK_HOME first); the data folder may be gone."""
-    found = config.Settings.from_env(check_data_root=False)
+    found = Settings.from_env(check_data_root=False)
     if not os.path.isfile(found.metadata_path):
         raise ValueError(f'No metadata store at {found.metadata_path}: run the pipeline first or set PETPARK_HOME')
     return found
 
 
-def latest_run(current: config.Settings, having: Optional[Tuple[str, str]] = None) -> summary.RunRecord:
+def tfx_artifact(artifact: store.Artifact, artifact_class):
+    """An MLMD record as the TFX artifact its loaders take."""
+    found = artifact_class()
+    found.set_mlmd_artifact(artifact)
+    return found
+
+
+def latest_run(current: Settings, having: Optional[Tuple[str, str]] = None) -> summary.RunRecord:
     """The newest run; with `having` (node, output key), the newest that produced that output."""
     return summary.latest_run(current.metadata_path, current.pipeline_name, having)
 
@@ -37,31 +44,34 @@ def required(run: summary.RunRecord, node: str, key: str):
 
 
 def split_statistics(statistics_artifact) -> Dict[str, object]:
-    """{split: DatasetFeatureStatisticsList} of an ExampleStatistics artifact."""
-    import tensorflow_data_validation as tfdv
-    return {os.path.basename(folder)[len('Split-'):]: tfdv.load_stats_binary(os.path.join(folder, 'FeatureStats.pb'))
-            for folder in sorted(glob.glob(os.path.join(statistics_artifact.uri, 'Split-*')))}
+    """{split: DatasetFeatureStatisticsList} of an ExampleStatistics artifact (TFX's loader)."""
+    from tfx.components.statistics_gen import stats_artifact_utils
+    from tfx.types import artifact_utils, standard_artifacts
+    statistics = tfx_artifact(statistics_artifact, standard_artifacts.ExampleStatistics)
+    return {split: stats_artifact_utils.load_statistics(statistics, split).proto()
+            for split in artifact_utils.decode_split_names(statistics.split_names)}
 
 
 def schema(run: summary.RunRecord):
-    import tensorflow_data_validation as tfdv
-    return tfdv.load_schema_text(os.path.join(required(run, 'ImportSchemaGen', 'schema').uri, 'schema.pbtxt'))
+    from tfx.utils import io_utils
+    return io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(required(run, 'ImportSchemaGen', 'schema').uri))
 
 
 def anomalies(run: summary.RunRecord) -> Dict[str, object]:
     """{split: Anomalies} the ExampleValidator found in `run`."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2
-    artifact = required(run, 'ExampleValidator', 'anomalies')
-    found = {}
-    for folder in sorted(glob.glob(os.path.join(artifact.uri, 'Split-*'))):
-        with open(os.path.join(folder, 'SchemaDiff.pb'), 'rb') as f:
-            found[os.path.basename(folder)[len('Split-'):]] = anomalies_pb2.Anomalies.FromString(f.read())
-    return found
+    from tfx.components.example_validator import executor as example_validator
+    from tfx.types import artifact_utils, standard_artifacts
+    from tfx.utils import io_utils
+    artifact = tfx_artifact(required(run, 'ExampleValidator', 'anomalies'), standard_artifacts.ExampleAnomalies)
+    return {split: anomalies_pb2.Anomalies.FromString(io_utils.read_bytes_file(os.path.join(
+                artifact_utils.get_split_uri([artifact], split), example_validator.DEFAULT_FILE_NAME)))
+            for split in artifact_utils.decode_split_names(artifact.split_names)}
 
 
-def statistics_by_span(current: config.Settings) -> List[Tuple[int, object]]:
+def statistics_by_span(current: Settings) -> List[Tuple[int, object]]:
     """[(span, ExampleStatistics artifact)], one per span (its newest), oldest span first."""
-    lineage = registry.Lineage(current.metadata_path, current.pipeline_name)
+    lineage = store.Lineage(current.metadata_path, current.pipeline_name)
     newest: Dict[int, object] = {}
     for artifact in sorted(lineage.store.get_artifacts_by_type('ExampleStatistics'), key=lambda a: a.id):
         examples = lineage.input_of_producer(artifact, 'examples')
@@ -91,7 +101,7 @@ def blessing(run: summary.RunRecord) -> Dict[str, object]:
             'baseline_model_id': facts.prop(verdict, 'baseline_model_id')}
 
 
-def pushed_versions(current: config.Settings) -> List[registry.Record]:
+def pushed_versions(current: Settings) -> List[registry.Record]:
     """Every pushed version, oldest first (the registry's records)."""
     return registry.records(current)
 
@@ -100,11 +110,14 @@ def predictions(run: summary.RunRecord, limit: Optional[int] = None) -> List[Dic
     """[{image_id, label, p_dog, image}] for the split the Evaluator used (eval, or the hold-out
     `validation`), scored by the run's trained model."""
     import tensorflow as tf
-    examples = required(run, 'ImageExampleGen', 'examples')
-    model_uri = os.path.join(required(run, 'Trainer', 'model').uri, 'Format-Serving')
+    from tfx.dsl.io import fileio
+    from tfx.types import artifact_utils, standard_artifacts
+    from tfx.utils import path_utils
+    examples = tfx_artifact(required(run, 'ImageExampleGen', 'examples'), standard_artifacts.Examples)
+    model_uri = path_utils.serving_model_path(required(run, 'Trainer', 'model').uri)
     score = tf.saved_model.load(model_uri).signatures[features.IMAGE_BYTES_SIGNATURE]
     split = summary.evaluated_split(run).split(', ')[0]
-    files = sorted(glob.glob(os.path.join(examples.uri, f'Split-{split}', '*')))
+    files = sorted(fileio.glob(os.path.join(artifact_utils.get_split_uri([examples], split), '*')))
     rows = []
     for record in tf.data.TFRecordDataset(files, compression_type='GZIP').take(limit or -1):
         feature = tf.train.Example.FromString(record.numpy()).features.feature

@@ -13,7 +13,7 @@ import pytest
 
 from petpark.pipeline import synthetic_data
 from petpark.serving.ports import free_port, port_open as listening
-from tests.pipeline.test_airflow_dag import REPO, airflow_bin, tiny_settings
+from tests.pipeline.runners.test_airflow_dag import REPO, airflow_bin, tiny_settings
 
 pytestmark = pytest.mark.e2e
 RUN_SECONDS = 1200
@@ -67,7 +67,7 @@ def test_petpark_airflow_up_runs_a_dag_triggered_by_the_tfx_cli_and_down_stops_e
                 for name in ('postgres', 'scheduler', 'webserver')}
 
         code, output = command([os.path.join(bin_dir, 'tfx'), 'pipeline', 'create', '--engine', 'airflow',
-                                '--pipeline_path', os.path.join(REPO, 'pipeline', 'airflow_dag.py')], env)
+                                '--pipeline_path', os.path.join(REPO, 'pipeline', 'runners', 'airflow_dag.py')], env)
         assert code == 0 and 'Pipeline "petpark" created successfully' in output, output[-3000:]
         assert os.path.isfile(os.path.join(home, 'airflow', 'dags', 'petpark', 'airflow_dag.py'))
         code, output = command([os.path.join(bin_dir, 'airflow'), 'dags', 'reserialize'], env)

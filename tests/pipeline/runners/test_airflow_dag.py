@@ -77,7 +77,7 @@ def dag_runs(tmp_path_factory):
     code, output = run([os.path.join(AIRFLOW_BIN, 'airflow'), 'db', 'migrate'], env)
     assert code == 0, output
     os.makedirs(os.path.join(airflow_home, 'dags'))
-    shutil.copy(os.path.join(REPO, 'pipeline', 'airflow_dag.py'), os.path.join(airflow_home, 'dags'))
+    shutil.copy(os.path.join(REPO, 'pipeline', 'runners', 'airflow_dag.py'), os.path.join(airflow_home, 'dags'))
     dags_test = [os.path.join(AIRFLOW_BIN, 'airflow'), 'dags', 'test', 'petpark']
     record = {'home': home}
 
@@ -162,7 +162,7 @@ def test_the_dag_file_builds_the_dag_from_the_settings(tmp_path):
     env = airflow_env(str(tmp_path / 'airflow'), PETPARK_HOME=home, PETPARK_DATA_ROOT=str(tmp_path / 'absent'),
                       PETPARK_AIRFLOW_SCHEDULE='0 3 * * *', PETPARK_AIRFLOW_RETRIES='3',
                       PETPARK_AIRFLOW_RETRY_DELAY_S='60')
-    probe = ('import json, runpy; dag = runpy.run_path("pipeline/airflow_dag.py")["DAG"]; a = dag.default_args; '
+    probe = ('import json, runpy; dag = runpy.run_path("pipeline/runners/airflow_dag.py")["DAG"]; a = dag.default_args; '
              'print(json.dumps({"id": dag.dag_id, "schedule": str(dag.schedule_interval), "catchup": dag.catchup, '
              '"retries": a["retries"], "delay": a["retry_delay"].total_seconds(), '
              '"backoff": a["retry_exponential_backoff"], "start": dag.start_date.isoformat(), '

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from typing import Dict, List, Optional
 
-from petpark.pipeline import config
+from petpark.pipeline.settings import Settings
 from petpark.serving.files import write_text_atomically
 from petpark.serving.ports import free_port, port_open
 
@@ -53,10 +53,10 @@ def pid_alive(pid: Optional[int]) -> bool:
         return True
 
 
-def postgres_bin(settings: config.Settings) -> str:
+def postgres_bin(settings: Settings) -> str:
     """The folder with initdb, pg_ctl and postgres."""
-    if settings.airflow_postgres_bin:
-        folder = settings.airflow_postgres_bin
+    if settings.airflow.postgres_bin:
+        folder = settings.airflow.postgres_bin
     else:
         spec = importlib.util.find_spec('pgserver')
         if spec is None or not spec.submodule_search_locations:
@@ -72,7 +72,7 @@ def postgres_bin(settings: config.Settings) -> str:
 class Deployment:
     """One machine's Airflow under `<home>/airflow`, driven by the airflow executable next to this Python."""
 
-    def __init__(self, settings: config.Settings):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.home = settings.airflow_home
         self.bin = os.path.dirname(sys.executable)
@@ -124,8 +124,8 @@ class Deployment:
         for folder in ('pids', 'logs', 'dags'):
             os.makedirs(self._path(folder), exist_ok=True)
         state = self.read_state()
-        state.setdefault('db_port', self.settings.airflow_db_port or free_port())
-        state['web_port'] = self.settings.airflow_web_port
+        state.setdefault('db_port', self.settings.airflow.db_port or free_port())
+        state['web_port'] = self.settings.airflow.web_port
         state.setdefault('secret_key', secrets.token_hex(16))
         self._write_state(state)
         self._write_config(state)

@@ -5,7 +5,7 @@ import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from petpark.pipeline import progress
+from petpark.pipeline.inspection import progress
 
 Execution = metadata_store_pb2.Execution
 

@@ -4,7 +4,8 @@ import json
 import pytest
 from tfx.dsl.components.base import base_beam_executor
 
-from petpark.pipeline import config, factory, kubeflow_v2_runner
+from petpark.pipeline import factory, settings as config
+from petpark.pipeline.runners import beam as local_runner, kubeflow_v2 as kubeflow_v2_runner
 
 IMAGE = 'europe-docker.pkg.dev/petpark/pipelines/petpark:test'
 DATAFLOW = ['--runner=DataflowRunner', '--project=petpark', '--region=europe-west4',
@@ -17,7 +18,7 @@ def compiled(tmp_path_factory):
                                          'beam_args': ' '.join(DATAFLOW)}, environ={})
     output = str(tmp_path_factory.mktemp('kfp') / 'petpark_pipeline.json')
     spec = kubeflow_v2_runner.compile_pipeline(settings, IMAGE, output)
-    pipeline = factory.create_pipeline(settings, pipeline_root=settings.pipeline_root, metadata_connection_config=None,
+    pipeline = factory.pipeline_from_settings(settings, pipeline_root=settings.pipeline_root, metadata_connection_config=None,
                                        beam_pipeline_args=DATAFLOW, user_code_from='installed')
     with open(output) as f:
         assert json.load(f) == spec
@@ -81,12 +82,11 @@ def test_bad_beam_args_are_named(value, message):
 
 
 def test_the_local_runner_takes_beam_args_from_the_settings(tmp_path):
-    from petpark.pipeline import local_runner
     flink = ['--runner=FlinkRunner', '--flink_master=flink:8081', '--environment_type=LOOPBACK']
     settings = config.Settings.from_env({'home': str(tmp_path), 'beam_args': ' '.join(flink)}, environ={})
-    assert local_runner.pipeline_beam_args(settings) == flink
+    assert local_runner.pipeline_beam_args(settings.beam) == flink
     default = config.Settings.from_env({'home': str(tmp_path), 'beam_workers': '2'}, environ={})
-    assert local_runner.pipeline_beam_args(default) == local_runner.beam_pipeline_args(2)
+    assert local_runner.pipeline_beam_args(default.beam) == local_runner.beam_pipeline_args(2)
     assert f'--requirements_file={local_runner.BEAM_REQUIREMENTS}' in local_runner.beam_pipeline_args(2)
 
 
@@ -101,7 +101,6 @@ def test_the_local_runner_takes_beam_args_from_the_settings(tmp_path):
 def test_tfx_repackages_itself_only_for_runners_that_stage(args, added):
     from tfx.utils import dependency_utils
 
-    from petpark.pipeline import local_runner
     extended = local_runner.worker_dependency_args(args)
     assert extended == (args + [f'--requirements_file={local_runner.BEAM_REQUIREMENTS}'] if added else args)
     if added:  # TFX's own check now finds the workers' dependencies and builds nothing

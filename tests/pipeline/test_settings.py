@@ -1,13 +1,14 @@
-"""Settings: environment, overrides, validation, and the README documents every one."""
+"""Settings: declared once; environment, overrides, validation; docs/settings.md is generated from them."""
 import json
 import os
 import re
+import warnings
 
 import pytest
 
-from petpark.pipeline import config
+from petpark.pipeline import settings as config
 
-README = os.path.join(config.REPO_ROOT, 'README.md')
+SETTINGS_PAGE = os.path.join(config.REPO_ROOT, 'docs', 'settings.md')
 
 
 def test_environment_then_overrides(tmp_path):
@@ -15,7 +16,8 @@ def test_environment_then_overrides(tmp_path):
            'PETPARK_MIN_ACCURACY': '0.9'}
     settings = config.Settings.from_env({'train_steps': '9', 'data_root': None}, environ=env)
     assert settings.home == str(tmp_path / 'h')
-    assert settings.tune is False and settings.train_steps == 9 and settings.min_accuracy == 0.9
+    assert settings.training.tune is False and settings.training.train_steps == 9
+    assert settings.evaluation.min_accuracy == 0.9
     assert settings.serving_model_dir == os.path.join(str(tmp_path / 'h'), 'serving', 'petpark')
     assert settings.input_base == os.path.join(str(tmp_path / 'h'), 'data', 'synthetic')
 
@@ -59,9 +61,43 @@ def test_unknown_override_is_rejected():
         config.Settings.from_env({'colour': 'red'}, environ={})
 
 
-def test_readme_documents_every_setting():
-    documented = set(re.findall(r'^\| `(PETPARK_[A-Z0-9_]+)` \|', open(README).read(), re.M))
-    assert documented == {s.env for s in config.SETTINGS.values()}
+def test_the_settings_page_is_the_declarations():
+    """docs/settings.md holds exactly the generated table (`petpark settings --markdown`)."""
+    page = open(SETTINGS_PAGE).read()
+    assert config.markdown_table() in page, 'docs/settings.md is stale: regenerate its table with petpark settings --markdown'
+    documented = set(re.findall(r'^\| `(PETPARK_[A-Z0-9_]+)` \|', page, re.M))
+    assert documented == {s.env for s in config.DECLARED.values()} | set(config.OTHER_VARIABLES)
+
+
+def test_each_setting_is_declared_once_and_named_by_its_variable():
+    assert len(config.DECLARED) == 51
+    assert all(d.env == 'PETPARK_' + d.name.upper() for d in config.DECLARED.values())
+    assert {group for group, _, _ in config.groups()} == {
+        'pipeline', 'data', 'training', 'evaluation', 'serving_check', 'export', 'beam', 'airflow'}
+    settings = config.Settings.from_env({'airflow_retries': '5'}, environ={})
+    assert settings.airflow.retries == 5 and settings.value('airflow_retries') == 5
+
+
+@pytest.mark.parametrize('variable,value,message', [
+    ('PETPARK_MODEL_NAME', '../../x', "PETPARK_MODEL_NAME='../../x': a name of letters"),
+    ('PETPARK_PIPELINE_NAME', 'a/b', "PETPARK_PIPELINE_NAME='a/b'"),
+    ('PETPARK_MODEL_NAME', '.hidden', 'no leading'),
+    ('PETPARK_TRAIN_FRACTION', 'nan', 'PETPARK_TRAIN_FRACTION must be a finite number'),
+    ('PETPARK_BEAM_WORKERS', '0', 'PETPARK_BEAM_WORKERS must be between 1 and 256'),
+    ('PETPARK_AIRFLOW_WEB_PORT', '70000', 'PETPARK_AIRFLOW_WEB_PORT must be between 0 and 65535'),
+])
+def test_names_that_become_paths_and_numbers_are_checked_when_read(variable, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config.Settings.from_env(environ={variable: value})
+
+
+def test_an_unknown_variable_is_warned_about_naming_the_closest_setting():
+    with pytest.warns(config.UnknownSettingWarning, match="PETPARK_IMAGE_SZIE .*did you mean 'PETPARK_IMAGE_SIZE'"):
+        settings = config.Settings.from_env(environ={'PETPARK_IMAGE_SZIE': '99'})
+    assert settings.training.image_size == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the variables scripts and tests use are known
+        config.Settings.from_env(environ={'PETPARK_REQUIRE_AIRFLOW': '1', 'PETPARK_IMAGE_SIZE': '32'})
 
 
 def test_search_space_reaches_tuner_and_fixes_trainer_hyperparameters(tmp_path):
@@ -80,7 +116,7 @@ def test_search_space_reaches_tuner_and_fixes_trainer_hyperparameters(tmp_path):
 
 def build(settings, **choices):
     from petpark.pipeline import factory
-    return factory.create_pipeline(settings, **dict(dict(
+    return factory.pipeline_from_settings(settings, **dict(dict(
         pipeline_root=settings.pipeline_root, metadata_connection_config=None, beam_pipeline_args=[]), **choices))
 
 
@@ -109,7 +145,7 @@ def test_each_component_gets_only_the_config_sections_it_reads(tmp_path):
 
 def test_the_push_requires_the_serving_check_unless_it_is_switched_off(tmp_path):
     from petpark.components.serving_validator import runners
-    assert config.VALIDATION_SERVERS == runners.SERVERS
+    assert config.DECLARED['validation_server'].choices == runners.SERVERS
     nodes = {node.id: node for node in build(config.Settings.from_env({'home': str(tmp_path)}, environ={})).components}
     assert nodes['Pusher'].inputs['infra_blessing'].producer_component_id == 'ServingValidator'
     assert nodes['ServingValidator'].exec_properties['server'] == 'petpark'
@@ -128,7 +164,7 @@ def test_runner_choices_are_passed_through_unchanged(tmp_path):
 
 
 def test_local_runner_builds_its_choices_and_generates_no_data(tmp_path):
-    from petpark.pipeline import local_runner
+    from petpark.pipeline.runners import local as local_runner
     settings = config.Settings.from_env({'home': str(tmp_path / 'home'), 'beam_workers': '2'}, environ={})
     with pytest.raises(ValueError, match='No input data.*petpark synth --out'):
         local_runner.local_pipeline(settings)
@@ -155,11 +191,12 @@ def real_profile(tmp_path, **env):
 
 def test_a_profile_sets_defaults_that_the_environment_and_flags_override(tmp_path):
     settings = real_profile(tmp_path, PETPARK_TRAIN_STEPS='11')
-    assert settings.profile == 'real' and settings.image_size == 160 and settings.train_steps == 11
-    assert settings.input_patterns == ['cats_and_dogs_filtered/train/*/*', 'kaggle_dogs_vs_cats_128/*/*']
-    assert settings.holdout_pattern == 'cats_and_dogs_filtered/validation/*/*'
-    assert (settings.min_accuracy, settings.min_class_precision, settings.min_class_recall) == (0.98, 0.97, 0.97)
-    assert config.Settings.from_env({'profile': 'demo'}, environ={'PETPARK_PROFILE': 'real'}).image_size == 64
+    assert settings.profile == 'real' and settings.training.image_size == 160 and settings.training.train_steps == 11
+    assert settings.data.input_patterns == ['cats_and_dogs_filtered/train/*/*', 'kaggle_dogs_vs_cats_128/*/*']
+    assert settings.data.holdout_pattern == 'cats_and_dogs_filtered/validation/*/*'
+    evaluation = settings.evaluation
+    assert (evaluation.min_accuracy, evaluation.min_class_precision, evaluation.min_class_recall) == (0.98, 0.97, 0.97)
+    assert config.Settings.from_env({'profile': 'demo'}, environ={'PETPARK_PROFILE': 'real'}).training.image_size == 64
     real = config.PROFILES['real']
     assert real['backbone'] == 'mobilenet_v1_1.0' and real['fine_tune_epochs'] > 0
     assert os.path.basename(real['backbone_weights']) == 'mobilenet_v1_1_0_224_imagenet_no_top_converted.h5'
@@ -167,7 +204,7 @@ def test_a_profile_sets_defaults_that_the_environment_and_flags_override(tmp_pat
 
 def test_the_real_profile_resolves_on_a_machine_with_the_shared_data(shared_dir):
     settings = config.Settings.from_env({'profile': 'real'}, environ={})
-    assert settings.data_root == os.path.abspath(os.path.join(shared_dir, 'data'))
+    assert settings.data.data_root == os.path.abspath(os.path.join(shared_dir, 'data'))
     assert settings.training_config().fine_tuning.epochs == 2  # weights found and their sha256 checked
 
 
@@ -188,12 +225,12 @@ def test_the_hold_out_split_is_evaluated_and_never_transformed_for_training(tmp_
 def test_per_class_precision_and_recall_gate_the_blessing(tmp_path):
     from petpark.modules import features
     from petpark.pipeline import factory
-    specs = factory.eval_config(real_profile(tmp_path)).metrics_specs
+    specs = factory.eval_config(real_profile(tmp_path).evaluation).metrics_specs
     gated = {(spec.binarize.class_ids.values[0], metric.class_name):
              metric.per_slice_thresholds[0].threshold.value_threshold.lower_bound.value
              for spec in specs for metric in spec.metrics if metric.class_name in ('Precision', 'Recall')}
     dog, cat = features.POSITIVE_CLASS_ID, 1 - features.POSITIVE_CLASS_ID
     assert gated == {(dog, 'Precision'): 0.97, (dog, 'Recall'): 0.97, (cat, 'Precision'): 0.97, (cat, 'Recall'): 0.97}
-    demo = factory.eval_config(config.Settings.from_env({'home': str(tmp_path)}, environ={}))
+    demo = factory.eval_config(config.Settings.from_env({'home': str(tmp_path)}, environ={}).evaluation)
     assert len(demo.metrics_specs) == 1
     assert not any(m.per_slice_thresholds for m in demo.metrics_specs[0].metrics if m.class_name == 'Precision')

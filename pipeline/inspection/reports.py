@@ -8,10 +8,11 @@ import os
 import re
 from typing import Callable, List, Sequence
 
-from petpark.pipeline import analysis, config
+from petpark.pipeline.inspection import analysis
+from petpark.pipeline.settings import REPO_ROOT, Settings
 from petpark.serving import files
 
-NOTEBOOK_DIR = os.path.join(config.REPO_ROOT, 'notebooks')
+NOTEBOOK_DIR = os.path.join(REPO_ROOT, 'notebooks')
 CELL_TIMEOUT_SECONDS = 1800
 
 
@@ -19,7 +20,7 @@ class NotebookFailed(ValueError):
     """A cell raised; the message names the notebook, the cell and the error."""
 
 
-def render(settings: config.Settings, names: Sequence[str] = analysis.NOTEBOOKS,
+def render(settings: Settings, names: Sequence[str] = analysis.NOTEBOOKS,
            log: Callable[[str], None] = print) -> List[str]:
     """Executes and renders each notebook; returns the HTML paths."""
     import nbformat

@@ -2,7 +2,8 @@
 import pytest
 from tfx.types import standard_artifacts
 
-from petpark.pipeline import airflow_launcher, config
+from petpark.pipeline import settings as config
+from petpark.pipeline.runners import airflow_launcher
 
 
 def model(artifact_id):
@@ -36,4 +37,4 @@ def test_a_missing_data_folder_is_left_to_the_run_when_asked():
     with pytest.raises(ValueError, match='PETPARK_DATA_ROOT'):
         config.Settings.from_env(environ={'PETPARK_DATA_ROOT': '/nonexistent/photos'})
     settings = config.Settings.from_env(environ={'PETPARK_DATA_ROOT': '/nonexistent/photos'}, check_data_root=False)
-    assert settings.data_root == '/nonexistent/photos'
+    assert settings.data.data_root == '/nonexistent/photos'
