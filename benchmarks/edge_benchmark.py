@@ -27,7 +27,7 @@ import numpy as np
 
 from petpark.pipeline import console
 
-console.quiet_libraries()
+console.quiet_libraries(numbers_only=True)
 
 import onnxruntime  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -23,18 +23,21 @@ import sys
 import tempfile
 import time
 
-from petpark.pipeline import config, console
+from petpark.pipeline import console
+from petpark.pipeline.settings import Settings
 
-console.quiet_libraries()
+console.quiet_libraries(numbers_only=True)
 
-from petpark.pipeline import local_runner, summary, synthetic_data  # noqa: E402  (after quieting TF)
+from petpark.pipeline import synthetic_data  # noqa: E402  (after quieting TF)
+from petpark.pipeline.inspection import summary  # noqa: E402
+from petpark.pipeline.runners import local as local_runner  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SCALE_DATA = os.path.join(REPO, '..', 'shared', 'data', 'kaggle_dogs_vs_cats_128')
 SCALE_COMPONENTS = ('ImageExampleGen', 'StatisticsGen', 'Transform')
 
 
-def timed_run(settings: config.Settings, log_path: str, stop_after=None):
+def timed_run(settings: Settings, log_path: str, stop_after=None):
     """Runs the pipeline quietly; returns (wall seconds, RunRecord)."""
     with console.Console(verbose=False, log_path=log_path):
         start = time.monotonic()
@@ -44,11 +47,11 @@ def timed_run(settings: config.Settings, log_path: str, stop_after=None):
 
 
 def demo(work: str) -> None:
-    settings = config.Settings.from_env({'home': os.path.join(work, 'demo')}, environ={})
+    settings = Settings.from_env({'home': os.path.join(work, 'demo')}, environ={})
     # Generate the data outside the timed run, as `make demo` does before starting the pipeline.
-    synthetic_data.generate(settings.synthetic_data_root, settings.synthetic_count, settings.seed)
+    synthetic_data.generate(settings.synthetic_data_root, settings.data.synthetic_count, settings.seed)
     first, record = timed_run(settings, os.path.join(work, 'demo-1.log'))
-    print(f'Default demo ({settings.synthetic_count} synthetic images), first run')
+    print(f'Default demo ({settings.data.synthetic_count} synthetic images), first run')
     for node, seconds in record.seconds.items():
         print(f'  {node:<32} {seconds:8.1f} s  {record.states[node]}')
     print(f'  {"total (wall)":<32} {first:8.1f} s')
@@ -68,7 +71,7 @@ def _wall(command, env=None) -> float:
     return time.monotonic() - start
 
 
-def startup(settings: config.Settings) -> None:
+def startup(settings: Settings) -> None:
     """A fully cached run in a fresh process against the cost of importing what it must import."""
     python = sys.executable
     floor = [_wall([python, '-c', 'import tensorflow, tfx.orchestration.local.local_dag_runner']) for _ in range(3)]
@@ -86,12 +89,12 @@ def startup(settings: config.Settings) -> None:
 def scale(work: str, data_root: str, beam_workers: int) -> dict:
     """{component: images/s} (and 'wall') of one run up to Transform with `beam_workers`."""
     name = f'scale-{os.path.basename(data_root)}-w{beam_workers}'
-    settings = config.Settings.from_env({'home': os.path.join(work, name), 'data_root': data_root,
+    settings = Settings.from_env({'home': os.path.join(work, name), 'data_root': data_root,
                                          'beam_workers': beam_workers}, environ={})
     wall, record = timed_run(settings, os.path.join(work, f'{name}.log'), stop_after='Transform')
     report = summary.ingestion_report(record)
     images = report['examples']
-    print(f'Scale: {data_root} up to Transform, Beam workers={beam_workers}, image size {settings.image_size}')
+    print(f'Scale: {data_root} up to Transform, Beam workers={beam_workers}, image size {settings.training.image_size}')
     print(f"  {images} examples from {report['total_files']} files; rejected {report['rejected'] or 'none'}")
     rates = {'wall': wall}
     for node in SCALE_COMPONENTS:

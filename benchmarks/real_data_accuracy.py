@@ -13,15 +13,17 @@ import sys
 import tempfile
 import time
 
-from petpark.pipeline import config, console
+from petpark.pipeline import console
+from petpark.pipeline.settings import Settings
 
-console.quiet_libraries()
+console.quiet_libraries(numbers_only=True)
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from petpark.modules import features  # noqa: E402
-from petpark.pipeline import local_runner, summary  # noqa: E402
+from petpark.pipeline.inspection import summary  # noqa: E402
+from petpark.pipeline.runners import local as local_runner  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared')
 
@@ -56,7 +58,7 @@ def main() -> int:
         print(f'skipped: {args.data}/validation not found')
         return 0
     home = args.home or tempfile.mkdtemp(prefix='petpark-real-')
-    settings = config.Settings.from_env({
+    settings = Settings.from_env({
         'home': home, 'data_root': os.path.abspath(args.data), 'input_pattern': 'train/*/*',
         'backbone': 'mobilenet', 'backbone_weights': os.path.abspath(args.weights),
         'image_size': args.image_size, 'tune': False, 'train_steps': 600, 'train_epochs': 10,

@@ -19,11 +19,12 @@ import time
 
 import psutil
 
-from petpark.pipeline import config, console
+from petpark.pipeline import console
+from petpark.pipeline.settings import Settings
 
-console.quiet_libraries()
+console.quiet_libraries(numbers_only=True)
 
-from petpark.pipeline import summary  # noqa: E402  (after quieting TF)
+from petpark.pipeline.inspection import summary  # noqa: E402  (after quieting TF)
 
 PEAK_FILE = 'benchmark_peak.json'
 RATE_COMPONENTS = ('ImageExampleGen', 'StatisticsGen', 'Transform')
@@ -86,19 +87,19 @@ def split_counts(examples) -> dict:
 
 
 def report(home: str) -> None:
-    settings = config.Settings.from_env({'profile': 'real', 'home': home}, check_data_root=False)
+    settings = Settings.from_env({'profile': 'real', 'home': home}, check_data_root=False)
     record = summary.latest_run(settings.metadata_path, settings.pipeline_name)
     with open(os.path.join(home, PEAK_FILE)) as f:
         measured = json.load(f)
     counts = split_counts(record.output('ImageExampleGen', 'examples'))
     total = sum(counts.values())
-    print(f"Real-photo run ({', '.join(f'{k} {v}' for k, v in counts.items())}; image size {settings.image_size}, "
-          f'{settings.backbone}, Beam workers {settings.beam_workers})')
+    print(f"Real-photo run ({', '.join(f'{k} {v}' for k, v in counts.items())}; image size {settings.training.image_size}, "
+          f'{settings.training.backbone}, Beam workers {settings.beam.beam_workers})')
     samples = measured['samples']
     print(f"  wall {measured['wall_s'] / 60:.1f} min (target < 60); peak memory of the process tree: "
           f"PSS {max(s[2] for s in samples) / 2 ** 30:.2f} GiB (target < 8), "
           f"RSS summed over processes {max(s[1] for s in samples) / 2 ** 30:.2f} GiB")
-    trained = settings.train_steps * settings.batch_size + settings.fine_tune_steps * settings.batch_size
+    trained = (settings.training.train_steps + settings.training.fine_tune_steps) * settings.training.batch_size
     print(f'  {"component":<28} {"seconds":>8} {"images/s":>9} {"peak PSS":>9}')
     for node, seconds in record.seconds.items():
         start, end = record.started[node], record.started[node] + seconds

@@ -29,7 +29,7 @@ import requests
 
 from petpark.pipeline import console
 
-console.quiet_libraries()
+console.quiet_libraries(numbers_only=True)
 
 import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -179,7 +179,14 @@ def main() -> int:
     if not glob.glob(os.path.join(model_dir, '[0-9]*', 'saved_model.pb')):
         print(f'No pushed model under {model_dir}: run `make demo` first, or pass --model-dir')
         return 1
-    image_path = args.image or sorted(glob.glob(os.path.join(model_dir, '..', '..', 'data', 'synthetic', '*', '*.jpg')))[0]
+    beside = sorted(glob.glob(os.path.join(model_dir, '..', '..', 'data', 'synthetic', '*', '*.jpg')))
+    image_path = args.image or (beside[0] if beside else None)
+    if image_path is None:
+        print(f'No synthetic photo beside {model_dir} (it is not in a demo home): pass --image PHOTO.jpg')
+        return 1
+    if not os.path.isfile(image_path):
+        print(f'--image {image_path}: no such file')
+        return 1
     image = open(image_path, 'rb').read()
     print(f'Model {model_dir}; image {image_path} ({len(image)} bytes); {os.cpu_count()} cores')
     with tempfile.NamedTemporaryFile('w', suffix='.config', delete=False) as f:

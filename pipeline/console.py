@@ -6,6 +6,7 @@ nothing drowns the progress lines. Verbose mode leaves all output on the termina
 """
 import os
 import sys
+import warnings
 from typing import TextIO
 
 from absl import logging as absl_logging
@@ -57,8 +58,21 @@ class Console:
             self.out = sys.stdout
 
 
-def quiet_libraries() -> None:
-    """Environment that keeps TF's C++ logging and pip's chatter down; call before importing TF."""
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# google.api_core warns, in every process that imports it, that Python 3.10 gets no more updates;
+# TFX 1.16 requires 3.10, so the warning says nothing a petpark user can act on.
+API_CORE_WARNING = 'ignore:You are using a non-supported Python version:FutureWarning'
+
+
+def quiet_libraries(numbers_only: bool = False) -> None:
+    """Environment that keeps TF's C++ logging, pip's chatter and google.api_core's Python-version
+    warning down, in this process and the ones it starts; call before importing TF.
+    `numbers_only` (benchmarks): TF's C++ errors too, such as the CUDA factories a CPU build
+    registers twice at import."""
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3' if numbers_only else '2')
     os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
     os.environ.setdefault('PIP_QUIET', '1')
+    if API_CORE_WARNING not in os.environ.get('PYTHONWARNINGS', ''):
+        os.environ['PYTHONWARNINGS'] = ','.join(filter(None, [os.environ.get('PYTHONWARNINGS'), API_CORE_WARNING]))
+    warnings.filterwarnings('ignore', message='You are using a non-supported Python version', category=FutureWarning)
+    # pkg_resources, imported by TF's dependencies, on finding the editable checkout on sys.path
+    warnings.filterwarnings('ignore', message='Module petpark was already imported', category=UserWarning)
