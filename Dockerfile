@@ -16,6 +16,7 @@ COPY components components
 COPY modules modules
 COPY schemas schemas
 COPY serving serving
+COPY monitoring monitoring
 RUN pip install --no-cache-dir --no-deps . \
  && python -c "import petpark.modules.trainer, petpark.components.image_example_gen.executor"
 # The executor entry point TFX's Kubeflow V2 spec runs in every step.

@@ -1,7 +1,7 @@
 """petpark: cat/dog classification for pet-park CCTV, as a TFX pipeline.
 
 The repository keeps the design's top-level folders (pipeline/, components/, modules/,
-schemas/, serving/); they install as subpackages of one `petpark` namespace package
+schemas/, serving/, monitoring/); they install as subpackages of one `petpark` namespace package
 (`petpark.pipeline`, ...), so installing petpark claims no generic top-level import names.
 
 install_requires names every distribution the code imports directly; the extras add what
@@ -9,7 +9,7 @@ an optional part needs. requirements/lock.txt is the exact set that was tested.
 """
 from setuptools import find_packages, setup
 
-FOLDERS = ('pipeline', 'components', 'modules', 'schemas', 'serving')
+FOLDERS = ('pipeline', 'components', 'modules', 'schemas', 'serving', 'monitoring')
 
 setup(
     name='petpark',

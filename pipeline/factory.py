@@ -28,15 +28,19 @@ from petpark.components.anomalies_gate.component import AnomaliesGate
 from petpark.components.image_example_gen.component import ImageExampleGen
 from petpark.components.image_example_gen.executor import HOLDOUT_SPLIT
 from petpark.components.model_card.component import ModelCardGenerator
+from petpark.components.monitoring_baseline.component import MonitoringBaselineGen
 from petpark.components.onnx_exporter.component import OnnxExporter
 from petpark.components.serving_pusher.component import ServingPusher
 from petpark.components.serving_validator.component import ServingValidator
 from petpark.modules import features, training_config
-from petpark.pipeline.settings import (DataSettings, EvaluationSettings, ExportSettings, PushDestinations,
-                                       ServingCheckSettings, Settings, TrainingSettings, code_version as git_version)
+from petpark.pipeline.settings import (DataSettings, EvaluationSettings, ExportSettings, MonitoringSettings,
+                                       PushDestinations, ServingCheckSettings, Settings, TrainingSettings,
+                                       code_version as git_version)
 
 FAIRNESS_MODULE = 'fairness_indicators.fairness_indicators_metrics'
 THRESHOLDS = [0.25, 0.5, 0.75]
+SLICE_FEATURES = [features.CAMERA_KEY, features.LIGHTING_KEY, features.BRIGHTNESS_BUCKET_KEY, features.GRAYSCALE_KEY,
+                  features.RESOLUTION_BUCKET_KEY, features.ASPECT_BUCKET_KEY]
 SLICES = [[], [features.CAMERA_KEY], [features.LIGHTING_KEY], [features.CAMERA_KEY, features.LIGHTING_KEY],
           [features.BRIGHTNESS_BUCKET_KEY], [features.GRAYSCALE_KEY], [features.RESOLUTION_BUCKET_KEY],
           [features.ASPECT_BUCKET_KEY]]
@@ -99,13 +103,15 @@ def eval_config(evaluation: EvaluationSettings) -> tfma.EvalConfig:
 def create_pipeline(*, pipeline_name: str, pipeline_root: str, input_base: str, data: DataSettings,
                     training: TrainingSettings, config: training_config.TrainingConfig,
                     evaluation: EvaluationSettings, serving_check: ServingCheckSettings,
-                    export: ExportSettings, destinations: PushDestinations, enable_cache: bool,
+                    export: ExportSettings, monitoring: MonitoringSettings, destinations: PushDestinations,
+                    enable_cache: bool, seed: int,
                     code_version: str, metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
                     beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None,
                     user_code_from: str = 'wheel') -> tfx_pipeline.Pipeline:
     """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
     -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed)
-    -> ServingValidator (optional) -> Pusher -> OnnxExporter (optional) -> ModelCardGenerator.
+    -> ServingValidator (optional) -> Pusher -> OnnxExporter (optional) -> ModelCardGenerator
+    -> MonitoringBaselineGen (optional).
 
     Tuner and Trainer read the train and eval splits; with a hold-out pattern the Evaluator
     reports and blesses on the `validation` split, which nothing before it trains on.
@@ -125,8 +131,9 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, input_base: str, 
         holdout_pattern=data.holdout_pattern, train_fraction=data.train_fraction,
         max_bad_fraction=data.max_bad_fraction, max_file_bytes=data.max_file_bytes,
         allow_symlinks_outside_root=data.allow_symlinks_outside_root)
-    statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'])
     schema_gen = ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
+    # with the schema, categorical integer features (is_grayscale) get category counts, as in monitoring
+    statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'], schema=schema_gen.outputs['schema'])
     example_validator = ExampleValidator(statistics=statistics_gen.outputs['statistics'],
                                          schema=schema_gen.outputs['schema'])
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs['anomalies'],
@@ -136,7 +143,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, input_base: str, 
         **user_code('preprocessing', 'preprocessing_fn', user_code_from), custom_config=config.custom_config('Transform'),
         splits_config=transform_pb2.SplitsConfig(analyze=['train'], transform=['train', 'eval']),
         disable_statistics=True)
-    nodes = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform]
+    nodes = [example_gen, schema_gen, statistics_gen, example_validator, anomalies_gate, transform]
 
     hyperparameters = None
     if training.tune:
@@ -199,6 +206,14 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, input_base: str, 
         hyperparameters=hyperparameters, infra_blessing=infra_blessing, onnx_model=onnx_model,
         model_name=destinations.model_name, card_base_directory=destinations.model_card_dir,
         code_version=code_version, positive_class_id=features.POSITIVE_CLASS_ID))
+    if monitoring.baseline:
+        nodes.append(MonitoringBaselineGen(
+            pushed_model=pusher.outputs['pushed_model'], model=trainer.outputs['model'],
+            examples=example_gen.outputs['examples'], statistics=statistics_gen.outputs['statistics'],
+            evaluation=evaluator.outputs['evaluation'], schema=anomalies_gate.outputs['validated_schema'],
+            split=HOLDOUT_SPLIT if data.holdout_pattern else 'eval', positive_class_id=features.POSITIVE_CLASS_ID,
+            slice_features=SLICE_FEATURES, window_sizes=monitoring.window_sizes,
+            windows_per_size=monitoring.windows_per_size, false_alarm_rate=monitoring.false_alarm_rate, seed=seed))
     if stop_after is not None:
         ids = [node.id for node in nodes]
         if stop_after not in ids:
@@ -219,5 +234,6 @@ def pipeline_from_settings(settings: Settings, **runner_choices) -> tfx_pipeline
     return create_pipeline(
         pipeline_name=settings.pipeline_name, input_base=settings.input_base, data=settings.data,
         training=settings.training, config=settings.training_config(), evaluation=settings.evaluation,
-        serving_check=settings.serving_check, export=settings.export, destinations=settings.destinations,
-        enable_cache=settings.enable_cache, code_version=git_version(), **runner_choices)
+        serving_check=settings.serving_check, export=settings.export, monitoring=settings.monitoring,
+        destinations=settings.destinations, enable_cache=settings.enable_cache, seed=settings.seed,
+        code_version=git_version(), **runner_choices)

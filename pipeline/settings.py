@@ -39,6 +39,8 @@ OTHER_VARIABLES = {
     'PETPARK_PYTHON': 'scripts/bootstrap.sh: the Python 3.10 interpreter to build the environments with',
     'PETPARK_REQUIRE_AIRFLOW': 'tests: fail instead of skipping when .venv-airflow is missing (`make test` sets it)',
     'PETPARK_REQUIRE_SHARED': 'tests: fail when ../shared is present but a test that needs it skipped (CI)',
+    'PETPARK_REQUIRE_SYSTEM_PACKAGES': 'tests: fail instead of skipping when prometheus, prometheus-alertmanager or '
+                                       'chromium is missing (`make test` sets it)',
     'PETPARK_SERVING_DIR': 'serving/deploy/docker-compose.yml: the push directory the container serves',
 }
 
@@ -219,6 +221,37 @@ class AirflowSettings:
         return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
 
 
+@dataclasses.dataclass(frozen=True)
+class MonitoringSettings:
+    """Watching served frames: request logs, each pushed version's baseline, `petpark monitor`."""
+    PREFIX = 'monitor_'
+    baseline: bool = setting(True, 'Record a monitoring baseline (MonitoringBaselineGen) for each pushed version: '
+                                   'reference statistics and scores, calibrated thresholds.')
+    false_alarm_rate: float = setting(0.01, 'Share of in-distribution windows allowed to alarm, all checks together; '
+                                            'thresholds are calibrated to it.', above=0, high=0.5)
+    min_window: int = setting(50, 'Fewest frames a window needs for a verdict (fewer: INCONCLUSIVE); thresholds are '
+                                  'calibrated for 1, 4, 20 and 100 times this.', low=10, high=100_000)
+    windows_per_size: int = setting(40, 'In-distribution windows measured per window size when calibrating.',
+                                    low=5, high=2000)
+    log_dir: str = setting('', 'Where request logs are (TFRecord PredictionLogs of `petpark serve` and the edge '
+                               'boxes). Empty: `<home>/request_logs`.', kind='path')
+    prometheus_url: str = setting('', "Prometheus that scrapes the servers, for the window's request rate, error "
+                                      'ratio and latency. Empty: not measured.')
+    alertmanager_url: str = setting('', "Alertmanager the monitor posts breaches to (its /api/v2/alerts).")
+    webhook_url: str = setting('', 'Where breaches are posted as JSON when there is no Alertmanager.')
+    alert_cooldown_s: int = setting(3600, 'A check that breached is not alerted again within this many seconds.',
+                                    low=0)
+    review_dir: str = setting('', "On a breach, the window's frames are exported here for a person to label (the "
+                                  "model's labels as suggestions). Empty: no export.", kind='path')
+    retrain: str = setting('none', 'On a breach with a new labelled span: `airflow` (trigger the DAG through '
+                                   "Airflow's REST API), `local` (run the pipeline here) or `none`.",
+                           choices=('none', 'airflow', 'local'))
+
+    @property
+    def window_sizes(self) -> Tuple[int, ...]:
+        return tuple(self.min_window * factor for factor in (1, 4, 20, 100))
+
+
 _REAL_BACKBONE = 'mobilenet_v1_1.0'
 # Named defaults. 'real': the production model on real photos: train/ and the 128 px set pooled and
 # hash-split into train/eval (duplicates kept together), validation/ held out for the Evaluator.
@@ -283,6 +316,7 @@ class Settings:
     serving_check: ServingCheckSettings = ServingCheckSettings()
     export: ExportSettings = ExportSettings()
     beam: BeamSettings = BeamSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     airflow: AirflowSettings = AirflowSettings()
 
     @classmethod
@@ -394,6 +428,15 @@ class Settings:
     @property
     def destinations(self) -> PushDestinations:
         return PushDestinations(self.model_name, self.serving_model_dir, self.edge_model_dir, self.model_card_dir)
+
+    @property
+    def request_log_dir(self) -> str:
+        return self.monitoring.log_dir or os.path.join(self.home, 'request_logs')
+
+    @property
+    def monitoring_dir(self) -> str:
+        """Monitoring reports, by model, version and window."""
+        return os.path.join(self.home, 'monitoring', self.model_name)
 
     @property
     def airflow_home(self) -> str:

@@ -125,6 +125,19 @@ def prediction_log(kind: str, request: bytes, response: bytes, spec: bytes, samp
     return _field(1, metadata) + _field(number, _field(1, request) + _field(2, response))
 
 
+def image_prediction_log(model_name: str, version: Optional[int], images: Sequence[bytes],
+                         scores: Sequence[Sequence[float]], timestamp_secs: int, origin: str = '',
+                         sampling_rate: float = 1.0, signature_name: str = 'serving_image_bytes') -> bytes:
+    """The record of classifying encoded images through an image-bytes signature, as `petpark serve`
+    logs a REST `{"b64": ...}` or gRPC request and as the edge runtime logs its frames."""
+    spec = model_spec(model_name, version, signature_name)
+    request = predict_request(spec, {'image_bytes': tensor(DT_STRING, [len(images)], images)})
+    width = len(scores[0]) if len(scores) else 0
+    response = predict_response(spec, {'scores': tensor(DT_FLOAT, [len(scores), width],
+                                                        [value for row in scores for value in row])})
+    return prediction_log('predict', request, response, spec, sampling_rate, timestamp_secs, origin)
+
+
 def tfrecord(data: bytes) -> bytes:
     """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
     def masked(value: bytes) -> bytes:

@@ -15,7 +15,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # folder -> the requirement groups its imports may come from
 PARTS = {'pipeline': ['', 'airflow', 'notebooks'], 'components': [''], 'modules': [''], 'schemas': [''],
-         'serving': ['', 'serving', 'edge']}
+         'serving': ['', 'serving', 'edge'], 'monitoring': ['']}
 # distributions of the Airflow environment (.venv-airflow) that the main environment does not have
 AIRFLOW_ONLY = {'psycopg2': 'psycopg2-binary'}
 
@@ -108,7 +108,7 @@ def test_installs_under_one_namespace():
     """Outside the repository, petpark's folders import as petpark.* and under no generic name."""
     script = ('import importlib.util, petpark.pipeline\n'
               'print(petpark.pipeline.__file__)\n'
-              'print([n for n in ("pipeline", "components", "modules", "schemas", "serving")'
+              'print([n for n in ("pipeline", "components", "modules", "schemas", "serving", "monitoring")'
               ' if importlib.util.find_spec(n)])')
     result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd='/', timeout=60)
     assert result.returncode == 0, result.stderr

@@ -17,3 +17,9 @@ class ModelCard(artifact.Artifact):
     """model_card.md, model_card.html, facts.json and plots; properties: written, model_version,
     card_destination, code_version and the version's facts record (facts.FACTS_PROPERTY)."""
     TYPE_NAME = 'petpark.ModelCard'
+
+
+class MonitoringBaseline(artifact.Artifact):
+    """baseline.json: what served frames of a pushed version are compared with (training statistics,
+    reference scores, per-slice accuracy and shares) and the calibrated thresholds of each check."""
+    TYPE_NAME = 'petpark.MonitoringBaseline'

@@ -70,10 +70,10 @@ def test_the_settings_page_is_the_declarations():
 
 
 def test_each_setting_is_declared_once_and_named_by_its_variable():
-    assert len(config.DECLARED) == 51
+    assert len(config.DECLARED) == 62
     assert all(d.env == 'PETPARK_' + d.name.upper() for d in config.DECLARED.values())
     assert {group for group, _, _ in config.groups()} == {
-        'pipeline', 'data', 'training', 'evaluation', 'serving_check', 'export', 'beam', 'airflow'}
+        'pipeline', 'data', 'training', 'evaluation', 'serving_check', 'export', 'beam', 'monitoring', 'airflow'}
     settings = config.Settings.from_env({'airflow_retries': '5'}, environ={})
     assert settings.airflow.retries == 5 and settings.value('airflow_retries') == 5
 

@@ -20,10 +20,8 @@ def read_records(folder):
 
 
 def image_request(image: bytes) -> bytes:
-    spec = request_log.model_spec('petpark', 7, 'serving_image_bytes')
-    request = request_log.predict_request(spec, {'image_bytes': request_log.tensor(request_log.DT_STRING, [1], [image])})
-    response = request_log.predict_response(spec, {'scores': request_log.tensor(request_log.DT_FLOAT, [1, 2], [0.25, 0.75])})
-    return request_log.prediction_log('predict', request, response, spec, 0.5, 1800000000, origin='cam-02')
+    return request_log.image_prediction_log('petpark', 7, [image], [[0.25, 0.75]], 1800000000, origin='cam-02',
+                                            sampling_rate=0.5)
 
 
 def test_records_are_what_tensorflow_serving_reads(tmp_path):
