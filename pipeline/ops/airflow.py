@@ -1,12 +1,16 @@
 """`petpark airflow up|down|status`: a real Airflow deployment on one machine.
 
 PostgreSQL (pgserver's bundled build, or PETPARK_AIRFLOW_POSTGRES_BIN) is initialised into
-`<home>/airflow/postgres/` and listens on 127.0.0.1 only; Airflow's LocalExecutor scheduler and its
-webserver use it. Every process is started in its own process group, its PID written to
+`<home>/airflow/postgres/`, listens on 127.0.0.1 only and takes only SCRAM password logins; Airflow's
+LocalExecutor scheduler and its webserver use it. The secrets (database and admin passwords, the
+webserver's secret key) are in deployment.json and airflow.cfg, both 0600, in a folder no other user
+may list or enter (as root, PostgreSQL's user `nobody` may only pass through it to postgres/).
+Every process is started in its own process group, its PID written to
 `<home>/airflow/pids/<name>.pid`, and `down` stops it by that PID (SIGTERM, then SIGKILL).
 AIRFLOW_HOME is `<home>/airflow`: its airflow.cfg holds everything, so `airflow ...` and
 `tfx ... --engine airflow` commands work with only AIRFLOW_HOME set (`status` prints it).
 """
+import contextlib
 import importlib.util
 import json
 import os
@@ -17,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from petpark.pipeline.settings import Settings
 from petpark.serving.files import write_text_atomically
@@ -31,6 +35,11 @@ STOP_SECONDS = 30
 START_SECONDS = 180
 # PostgreSQL refuses to run as root; as root, petpark runs it as this user.
 ROOT_POSTGRES_USER = 'nobody'
+PG_HBA = """# Written by `petpark airflow up`: SCRAM password logins only, local and loopback.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
 
 
 class DeploymentError(ValueError):
@@ -107,7 +116,7 @@ class Deployment:
             return {}
 
     def _write_state(self, state: dict) -> None:
-        write_text_atomically(self.state_path, json.dumps(state, indent=1) + '\n', mode=0o600)  # holds the admin password
+        write_text_atomically(self.state_path, json.dumps(state, indent=1) + '\n', mode=0o600)  # holds the passwords
 
     def read_pid(self, name: str) -> Optional[int]:
         try:
@@ -121,6 +130,7 @@ class Deployment:
         if importlib.util.find_spec('airflow') is None or not os.access(os.path.join(self.bin, 'airflow'), os.X_OK):
             raise DeploymentError('Airflow is not installed in this environment. Create the Airflow environment '
                                   'with `make airflow`, then run `.venv-airflow/bin/petpark airflow up`.')
+        self._secure_home()
         for folder in ('pids', 'logs', 'dags'):
             os.makedirs(self._path(folder), exist_ok=True)
         state = self.read_state()
@@ -128,14 +138,16 @@ class Deployment:
         state['web_port'] = self.settings.airflow.web_port
         state.setdefault('secret_key', secrets.token_hex(16))
         self._write_state(state)
+        self._start_postgres(state, log)
         self._write_config(state)
-        self._start_postgres(state['db_port'], log)
         self._airflow(['db', 'migrate'], 'migrate', log, 'Airflow database migrated')
         if not state.get('admin_password'):
             state['admin_password'] = secrets.token_urlsafe(12)
-            self._airflow(['users', 'create', '--role', 'Admin', '--username', 'admin', '--password',
-                           state['admin_password'], '--email', 'admin@localhost', '--firstname', 'pet',
-                           '--lastname', 'park'], 'users', log, 'Airflow user admin created')
+            # no --password: Airflow asks for it (twice), and with no terminal reads it from stdin,
+            # so it never appears in a command line or an environment
+            self._airflow(['users', 'create', '--role', 'Admin', '--username', 'admin', '--email', 'admin@localhost',
+                           '--firstname', 'pet', '--lastname', 'park'], 'users', log, 'Airflow user admin created',
+                          stdin='{0}\n{0}\n'.format(state['admin_password']))
             self._write_state(state)
         self._start('scheduler', ['scheduler'], log)
         if port_open(state['web_port']) and not pid_alive(self.read_pid('webserver')):
@@ -145,6 +157,16 @@ class Deployment:
         self._wait_for_web(state['web_port'])
         log(f'Airflow UI http://127.0.0.1:{state["web_port"]} (user admin, password in {self.state_path})')
         return state
+
+    def _secure_home(self) -> None:
+        """<home>/airflow holds the secrets: no other user may list or enter it. As root, PostgreSQL runs as
+        ROOT_POSTGRES_USER, which must pass through it to postgres/: its group (that user's) may only enter."""
+        os.makedirs(self.home, exist_ok=True)
+        user = self._postgres_user()
+        if user:
+            self._check_reachable(self.home, user)
+            os.chown(self.home, -1, user.pw_gid)
+        os.chmod(self.home, 0o710 if user else 0o700)
 
     def _write_config(self, state: dict) -> None:
         logs = self._path('logs')
@@ -159,7 +181,7 @@ dagbag_import_timeout = 240
 dag_file_processor_timeout = 300
 
 [database]
-sql_alchemy_conn = postgresql+psycopg2://{DB_USER}@127.0.0.1:{state['db_port']}/{DB_NAME}
+sql_alchemy_conn = postgresql+psycopg2://{DB_USER}:{state['db_password']}@127.0.0.1:{state['db_port']}/{DB_NAME}
 
 [logging]
 base_log_folder = {logs}
@@ -176,32 +198,73 @@ web_server_host = 127.0.0.1
 web_server_port = {state['web_port']}
 workers = 1
 secret_key = {state['secret_key']}
-""")
+""", mode=0o600)
 
     def _postgres_user(self) -> Optional[pwd.struct_passwd]:
         return pwd.getpwnam(ROOT_POSTGRES_USER) if os.geteuid() == 0 else None
 
-    def _run_postgres_tool(self, args: List[str], what: str) -> None:
+    def _run_postgres_tool(self, args: List[str], what: str, stdin: str = '') -> None:
         user = self._postgres_user()
-        ids = {'user': user.pw_uid, 'group': user.pw_gid} if user else {}
+        ids = {'user': user.pw_uid, 'group': user.pw_gid, 'extra_groups': []} if user else {}
         with open(self._path('postgres', 'setup.log'), 'ab') as out:
-            result = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, timeout=START_SECONDS, **ids)
+            result = subprocess.run(args, input=stdin.encode(), stdout=out, stderr=subprocess.STDOUT,
+                                    timeout=START_SECONDS, **ids)
         if result.returncode:
             raise DeploymentError(f'PostgreSQL: {what} failed (exit {result.returncode}); see '
                                   f'{self._path("postgres", "setup.log")} and {self._path("postgres", "server.log")}')
 
-    def _start_postgres(self, port: int, log) -> None:
-        folder = self._path('postgres')
+    @contextlib.contextmanager
+    def _password_file(self, password: str) -> Iterator[str]:
+        """A 0600 file with the password that only PostgreSQL's user can read, removed afterwards."""
+        path = self._path('postgres', 'initdb.password')
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            user = self._postgres_user()
+            if user:
+                os.fchown(descriptor, user.pw_uid, user.pw_gid)
+            with os.fdopen(descriptor, 'w') as f:
+                f.write(password + '\n')
+            yield path
+        finally:
+            remove(path)
+
+    def _set_password(self, state: dict, tools: str, log) -> None:
+        """Gives the database user a new password (kept in deployment.json) on a fresh cluster, or on one
+        whose password is unknown (initialised by an older petpark with trust logins, or deployment.json
+        lost): in single-user mode, which needs no login, with the statement on stdin."""
+        password = secrets.token_urlsafe(24)
+        if not os.path.isfile(os.path.join(self.pg_data, 'PG_VERSION')):
+            remove(self._path('postgres', 'initdb.password'))  # left by an interrupted initdb
+            with self._password_file(password) as password_file:
+                self._run_postgres_tool([os.path.join(tools, 'initdb'), '-D', self.pg_data, '-U', DB_USER,
+                                         '--auth=scram-sha-256', f'--pwfile={password_file}', '--encoding=UTF8',
+                                         '--no-instructions'], 'initdb')
+            log(f'PostgreSQL initialised in {self.pg_data} (password logins only)')
+        else:
+            if pid_alive(self.read_pid(POSTGRES)):
+                raise DeploymentError(f'PostgreSQL in {self.pg_data} runs, but deployment.json holds no password '
+                                      'for it: stop it with `petpark airflow down`, then `up` sets one')
+            self._run_postgres_tool([os.path.join(tools, 'postgres'), '--single', '-D', self.pg_data, 'postgres'],
+                                    'setting the password', stdin=f"ALTER ROLE {DB_USER} PASSWORD '{password}';\n")
+            hba = os.path.join(self.pg_data, 'pg_hba.conf')
+            write_text_atomically(hba, PG_HBA, mode=0o600)
+            user = self._postgres_user()
+            if user:
+                os.chown(hba, user.pw_uid, user.pw_gid)
+            log(f'PostgreSQL in {self.pg_data}: new password set, password logins only')
+        state['db_password'] = password
+        self._write_state(state)
+
+    def _start_postgres(self, state: dict, log) -> None:
+        folder, port = self._path('postgres'), state['db_port']
         os.makedirs(folder, exist_ok=True)
+        os.chmod(folder, 0o700)
         user = self._postgres_user()
         if user:
-            self._check_reachable(folder, user)
             os.chown(folder, user.pw_uid, user.pw_gid)
         tools = postgres_bin(self.settings)
-        if not os.path.isfile(os.path.join(self.pg_data, 'PG_VERSION')):
-            self._run_postgres_tool([os.path.join(tools, 'initdb'), '-D', self.pg_data, '-U', DB_USER,
-                                     '--auth=trust', '--encoding=UTF8', '--no-instructions'], 'initdb')
-            log(f'PostgreSQL initialised in {self.pg_data}')
+        if not state.get('db_password') or not os.path.isfile(os.path.join(self.pg_data, 'PG_VERSION')):
+            self._set_password(state, tools, log)
         if not pid_alive(self.read_pid(POSTGRES)):
             if port_open(port):
                 raise DeploymentError(f'PostgreSQL: port {port} on 127.0.0.1 is taken by another program '
@@ -212,12 +275,13 @@ secret_key = {state['secret_key']}
                 '-o', f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''"], 'start')
             with open(os.path.join(self.pg_data, 'postmaster.pid')) as f:
                 write_text_atomically(self.pid_file(POSTGRES), f.readline().strip() + '\n')
-        self._create_database(port)
+        self._create_database(port, state['db_password'])
         log(f'PostgreSQL on 127.0.0.1:{port} (pid {self.read_pid(POSTGRES)})')
 
     @staticmethod
     def _check_reachable(folder: str, user: pwd.struct_passwd) -> None:
-        """As root, PostgreSQL runs as `nobody`, which must be able to walk down to `folder`."""
+        """As root, PostgreSQL runs as `nobody`, which must be able to walk down to `folder` (every folder
+        above it must let others enter)."""
         parent = os.path.dirname(os.path.abspath(folder))
         while True:
             if not os.stat(parent).st_mode & 0o001:
@@ -229,9 +293,19 @@ secret_key = {state['secret_key']}
                 return
             parent = os.path.dirname(parent)
 
-    def _create_database(self, port: int) -> None:
+    def _connect(self, port: int, password: Optional[str], database: str):
+        """A psycopg2 connection as DB_USER with the password; DeploymentError when it is refused."""
         import psycopg2
-        connection = psycopg2.connect(host='127.0.0.1', port=port, user=DB_USER, dbname='postgres', connect_timeout=10)
+        try:
+            return psycopg2.connect(host='127.0.0.1', port=port, user=DB_USER, password=password, dbname=database,
+                                    connect_timeout=10)
+        except psycopg2.OperationalError as e:
+            reason = str(e).strip().splitlines()[-1]
+            raise DeploymentError(f'PostgreSQL on 127.0.0.1:{port}: cannot log in as {DB_USER} ({reason}); see '
+                                  f'{self._path("postgres", "server.log")}') from None
+
+    def _create_database(self, port: int, password: str) -> None:
+        connection = self._connect(port, password, 'postgres')
         try:
             connection.autocommit = True
             with connection.cursor() as cursor:
@@ -241,10 +315,12 @@ secret_key = {state['secret_key']}
         finally:
             connection.close()
 
-    def _airflow(self, args: List[str], name: str, log, done: str) -> None:
+    def _airflow(self, args: List[str], name: str, log, done: str, stdin: str = '') -> None:
+        """Runs `airflow ARGS` with no terminal (a prompt reads `stdin`), its output in its log."""
         with open(self.log_file(name), 'ab') as out:
-            result = subprocess.run([os.path.join(self.bin, 'airflow')] + args, stdout=out, stderr=subprocess.STDOUT,
-                                    env=self.environment(), timeout=600)
+            result = subprocess.run([os.path.join(self.bin, 'airflow')] + args, input=stdin.encode(), stdout=out,
+                                    stderr=subprocess.STDOUT, env=self.environment(), timeout=600,
+                                    start_new_session=True)
         if result.returncode:
             raise DeploymentError(f'`airflow {" ".join(args[:2])}` failed (exit {result.returncode}); '
                                   f'see {self.log_file(name)}')
@@ -329,15 +405,14 @@ secret_key = {state['secret_key']}
             where = f' on 127.0.0.1:{ports[name]}' if ports[name] else ''
             lines.append(f'  {name:<10} ' + (f'running (pid {pid}){where}' if pid_alive(pid) else 'stopped'))
         if pid_alive(self.read_pid(POSTGRES)):
-            runs = self.last_runs(state['db_port'])
+            runs = self.last_runs(state['db_port'], state.get('db_password'))
             lines.append('Last DAG runs:' if runs else 'No DAG runs yet.')
             lines += [f"  {r['dag_id']}  {r['run_id']}  {r['state']}  started {r['start_date'] or '-'}  "
                       f"ended {r['end_date'] or '-'}" for r in runs]
         return lines
 
-    def last_runs(self, port: int, limit: int = 5) -> List[dict]:
-        import psycopg2
-        connection = psycopg2.connect(host='127.0.0.1', port=port, user=DB_USER, dbname=DB_NAME, connect_timeout=10)
+    def last_runs(self, port: int, password: Optional[str], limit: int = 5) -> List[dict]:
+        connection = self._connect(port, password, DB_NAME)
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT to_regclass('dag_run')")
