@@ -1,5 +1,9 @@
-"""petpark promote: two-step label moves, refusals, atomic writes, a config the store accepts."""
+"""petpark promote: two-step label moves, refusals, atomic writes, locked read-modify-writes, a config
+the store accepts."""
+import fcntl
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +79,57 @@ def test_cli_uses_home_defaults(tmp_path, capsys, monkeypatch):
     assert os.path.isfile(tmp_path / 'serving' / 'models.config')
     assert cli.main(['promote', '--label', 'stable', '--version', '8']) == 2
     assert 'Version 8 of model petpark does not exist' in capsys.readouterr().err
+
+
+# One `petpark promote` in a process of its own: says it is ready, waits for the go file, promotes.
+PROMOTE_WHEN_TOLD = """
+import os, sys, time
+from petpark.serving import promote
+go, config_path, model_dir, label = sys.argv[1:]
+print('ready', flush=True)
+while not os.path.exists(go):
+    time.sleep(0.001)
+print(promote.promote(config_path, 'petpark', model_dir, label, 1))
+"""
+
+
+def test_concurrent_promotes_of_different_labels_keep_every_label(tmp_path):
+    """Eight processes move eight labels at the same moment, in each of four rounds: every label is
+    there afterwards (without the lock, rounds lose labels while every process exits 0)."""
+    model_dir = str(tmp_path / 'petpark')
+    add_version(model_dir, 1)
+    labels = [f'label{i}' for i in range(8)]
+    for round_number in range(4):
+        config_path = str(tmp_path / f'round-{round_number}' / 'models.config')
+        promote.promote(config_path, 'petpark', model_dir, 'stable', 1)  # serves version 1: labels move at once
+        go = str(tmp_path / f'go-{round_number}')
+        processes = [subprocess.Popen([sys.executable, '-c', PROMOTE_WHEN_TOLD, go, config_path, model_dir, label],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for label in labels]
+        for process in processes:
+            assert process.stdout.readline() == 'ready\n', process.communicate()[1]
+        open(go, 'w').close()
+        outputs = [process.communicate(timeout=120) for process in processes]
+        assert [process.returncode for process in processes] == [0] * len(labels), outputs
+        model = promote.read_config(config_path).model_config_list.config[0]
+        assert sorted(model.version_labels) == labels, f'round {round_number}: {dict(model.version_labels)}'
+        assert list(model.model_version_policy.specific.versions) == [1]
+
+
+def test_a_lock_held_too_long_is_a_clear_error_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    model_dir, config_path = str(tmp_path / 'petpark'), str(tmp_path / 'models.config')
+    add_version(model_dir, 1)
+    promote.promote(config_path, 'petpark', model_dir, 'stable', 1)
+    before = open(config_path).read()
+    monkeypatch.setattr(promote, 'LOCK_SECONDS', 0.3)
+    with open(config_path + '.lock', 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another promote, stuck
+        with pytest.raises(promote.ConfigLocked, match=f'{config_path}: another `petpark promote` has held '
+                                                       f'{config_path}.lock for over 0.3 s; nothing changed'):
+            promote.promote(config_path, 'petpark', model_dir, 'stable', 1)
+        monkeypatch.setenv('PETPARK_HOME', str(tmp_path))
+        assert cli.main(['promote', '--label', 'stable', '--version', '1', '--config', config_path,
+                         '--model-dir', model_dir]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('petpark: error: ') and err.count('\n') == 1 and 'held' in err
+    assert open(config_path).read() == before
+    assert 'stable' in promote.promote(config_path, 'petpark', model_dir, 'stable', 1)  # released: it works
