@@ -37,6 +37,8 @@ def read_only(config: metadata_store_pb2.ConnectionConfig) -> metadata_store_pb2
 
 def open_store(metadata_path: str, read_only: bool = True) -> mlmd.MetadataStore:
     """The store in the sqlite file at `metadata_path`; MetadataError when it cannot be read."""
+    if os.path.isdir(metadata_path):
+        raise MetadataError(f'{metadata_path}: a folder, not an MLMD sqlite file')
     if read_only and not os.path.isfile(metadata_path):
         raise MetadataError(f'No metadata store at {metadata_path}: nothing has run in this home yet')
     if os.path.isfile(metadata_path):
@@ -51,7 +53,8 @@ def open_store(metadata_path: str, read_only: bool = True) -> mlmd.MetadataStore
         store = mlmd.MetadataStore(sqlite_config(metadata_path, read_only))
         store.get_context_types()  # reads the schema: a damaged file fails here, not later
     except (RuntimeError, errors.StatusError) as e:
-        raise MetadataError(f'{metadata_path}: not a readable MLMD store ({str(e).strip().splitlines()[0][:200]})') from None
+        reason = str(e).strip().splitlines()[0].rsplit(' query: ', 1)[0][:200]  # sqlite's reason, without MLMD's SQL
+        raise MetadataError(f'{metadata_path}: not a readable MLMD store ({reason})') from None
     return store
 
 

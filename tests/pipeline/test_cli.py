@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -85,3 +86,56 @@ def test_a_run_imports_neither_tfx_v1_nor_cloud_sdks(tmp_path):
         'local_runner.local_pipeline(settings)')
     assert 'tfx.orchestration.local.local_dag_runner' in modules
     assert not {'tfx.v1', 'google.cloud.aiplatform', 'tfx.extensions.google_cloud_ai_platform'} & modules
+
+
+def petpark(*argv, timeout=300):
+    """(exit code, stdout, stderr) of the petpark CLI in a process of its own, with no PETPARK_* set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith('PETPARK_')}
+    result = subprocess.run([sys.executable, '-m', 'petpark.pipeline.cli', *argv], capture_output=True, text=True,
+                            env=env, timeout=timeout, cwd='/')
+    return result.returncode, result.stdout, result.stderr
+
+
+def unwritable_folder(tmp_path):
+    """A folder nobody may create anything in: sysfs for root (which ignores modes), else a 0555 folder."""
+    if os.geteuid() == 0:
+        return '/sys'
+    folder = tmp_path / 'read-only'
+    folder.mkdir(mode=0o555)
+    return str(folder)
+
+
+@pytest.mark.parametrize('damage,message', [
+    ('header_then_garbage', 'not a readable MLMD store (Error when executing query: file is not a database)'),
+    ('random_bytes', 'not an MLMD sqlite file (it does not start with the SQLite header)'),
+    ('folder', 'a folder, not an MLMD sqlite file'),
+])
+@pytest.mark.parametrize('action', [['list'], ['show', '3']])
+def test_models_on_a_damaged_metadata_file_is_one_line_naming_it(tmp_path, damage, message, action):
+    home = tmp_path / 'home'
+    home.mkdir()
+    metadata = home / 'metadata.sqlite'
+    if damage == 'header_then_garbage':
+        metadata.write_bytes(b'SQLite format 3\x00' + os.urandom(3000))
+    elif damage == 'random_bytes':
+        metadata.write_bytes(b'\x00' + os.urandom(5000))
+    else:
+        metadata.mkdir()
+    code, out, err = petpark('models', *action, '--home', str(home))
+    assert (code, out, err) == (2, '', f'petpark: error: {metadata}: {message}\n')
+
+
+def test_an_impossible_or_unwritable_home_is_one_line_naming_it(tmp_path):
+    """A home below a regular file, and one nobody may write in: `petpark run` (generating the default
+    data, or with a data root) and `petpark models list` each end in one line naming the path."""
+    (tmp_path / 'a-file').write_text('not a folder')
+    synthetic_data.generate(str(tmp_path / 'data'), 4)
+    impossible, unwritable = str(tmp_path / 'a-file' / 'home'), unwritable_folder(tmp_path)
+    for home, problem in ((impossible, 'Not a directory'), (unwritable, 'ermission denied|not permitted')):
+        for argv in (['run', '--home', home], ['run', '--home', home, '--data-root', str(tmp_path / 'data')]):
+            code, out, err = petpark(*argv)
+            assert code == 2 and 'Traceback' not in err and err.count('\n') == 1, err
+            assert re.fullmatch(f'petpark: error: {re.escape(home)}(/data|/logs)?: .*({problem}).*\n', err), err
+        code, out, err = petpark('models', 'list', '--home', home)
+        assert (code, out) == (2, '') and err == f'petpark: error: No metadata store at {home}/metadata.sqlite: ' \
+                                                'nothing has run in this home yet\n'
