@@ -36,6 +36,7 @@ _ALL_INPUT_SPLITS_KEY = '_all_input_splits'
 # The input split whose photos are written as an output split of their own, never hash-split
 # into train/eval: a hold-out set that neither the Tuner nor the Trainer reads.
 HOLDOUT_SPLIT = 'validation'
+EXAMPLES = 'examples'
 
 
 def _list(value: Any) -> List[Any]:
@@ -67,6 +68,9 @@ class _FileToExample(beam.DoFn):
     def process(self, entry: listing.Entry) -> Iterable[Any]:
         relative_id = entry.image_id.replace(os.sep, '/')
         image_id = self._id_prefix + relative_id
+        if entry.reason == listing.DIRECTORY:
+            yield beam.pvalue.TaggedOutput(self.STATUS, (report.SKIPPED, entry.reason, image_id, entry.detail))
+            return
         try:
             if entry.reason:
                 raise FileRejected(entry.reason, entry.detail)
@@ -85,20 +89,30 @@ class _FileToExample(beam.DoFn):
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 def _ReadImages(pipeline: beam.Pipeline, exec_properties: Dict[str, Any], split_pattern: str,
-                id_prefix: str = '') -> beam.pvalue.DoOutputsTuple:
-    """Reads the images of one input split: tf.Examples (main output), per-file statuses and
-    duplicate fingerprints (tagged outputs). Image ids are relative to the split's image root,
-    after `id_prefix`."""
+                id_prefix: str = '') -> Dict[str, beam.pvalue.PCollection]:
+    """Reads the images of one input split: {EXAMPLES: tf.Examples, STATUS: per-entry statuses and
+    metadata.csv rows naming no listed file, FINGERPRINT: duplicate fingerprints}. Image ids are
+    relative to the split's image root, after `id_prefix`."""
     root, entries = listing.list_entries(exec_properties['input_base'], split_pattern,
                                          bool(exec_properties[ALLOW_SYMLINKS_OUTSIDE_ROOT_KEY]))
-    logging.info('ImageExampleGen: %d files under %s', len(entries), root)
-    convert = _FileToExample(records.read_metadata(root), label_rule(exec_properties),
-                             lighting_rule(exec_properties), int(exec_properties[MAX_FILE_BYTES_KEY]), id_prefix)
-    return (pipeline
+    logging.info('ImageExampleGen: %d entries under %s', len(entries), root)
+    metadata = records.read_metadata(root)
+    unmatched = records.rows_without_file(metadata, {entry.image_id.replace(os.sep, '/') for entry in entries})
+    if unmatched:
+        logging.warning('ImageExampleGen: %d rows of %s name no file the pattern matches (see the report)',
+                        len(unmatched), os.path.join(root, records.METADATA_FILE))
+    convert = _FileToExample(metadata, label_rule(exec_properties), lighting_rule(exec_properties),
+                             int(exec_properties[MAX_FILE_BYTES_KEY]), id_prefix)
+    read = (pipeline
             | 'ListFiles' >> beam.Create(entries)
             | 'Spread' >> beam.Reshuffle()
             | 'ReadImages' >> beam.ParDo(convert).with_outputs(_FileToExample.STATUS, _FileToExample.FINGERPRINT,
-                                                               main='examples'))
+                                                               main=EXAMPLES))
+    rows = pipeline | 'MetadataRowsWithoutFile' >> beam.Create(
+        [(report.METADATA_ROW, reason, id_prefix + image, detail) for image, reason, detail in unmatched])
+    statuses = (read[_FileToExample.STATUS], rows) | 'Statuses' >> beam.Flatten()
+    return {EXAMPLES: read[EXAMPLES], _FileToExample.STATUS: statuses,
+            _FileToExample.FINGERPRINT: read[_FileToExample.FINGERPRINT]}
 
 
 def _id_prefix(input_base: str, split_pattern: str, several: bool) -> str:
@@ -151,7 +165,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
              | 'DuplicatesToJson' >> beam.Map(lambda f: json.dumps(f['report']))
              | 'WriteDuplicates' >> beam.io.WriteToText(os.path.join(parts, _DUPLICATES_PART), file_name_suffix='.json'))
         found = beam.pvalue.AsSingleton(found)
-        pooled = ([r.examples for name, r in read.items() if name != HOLDOUT_SPLIT]
+        pooled = ([r[EXAMPLES] for name, r in read.items() if name != HOLDOUT_SPLIT]
                   | 'Pool' >> beam.Flatten()
                   | 'WithholdHeldOutDuplicates' >> beam.Filter(
                       lambda example, f: records.image_id_of(example) not in f['withheld'], found)
@@ -162,7 +176,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             base_example_gen_executor._PartitionFn, len(buckets), buckets, output_config.split_config)  # pylint: disable=protected-access
         result = {split.name: part for split, part in zip(output_config.split_config.splits, splits)}
         if HOLDOUT_SPLIT in read:
-            result[HOLDOUT_SPLIT] = read[HOLDOUT_SPLIT].examples
+            result[HOLDOUT_SPLIT] = read[HOLDOUT_SPLIT][EXAMPLES]
             # TFX's Do named the splits from the output config alone; the writers look the names up.
             self._examples.split_names = artifact_utils.encode_split_names(list(result))
         return result
@@ -190,7 +204,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         with fileio.open(os.path.join(report_dir, report.REPORT_FILE), 'w') as f:
             f.write(json.dumps(summary, indent=1))
         fileio.rmtree(parts_dir)
-        logging.info('ImageExampleGen: %d examples from %d files; converted %s; rejected %s; %d duplicate groups',
-                     summary['examples'], summary['total_files'], summary['converted'], summary['rejected'],
-                     summary['duplicates']['groups'])
+        logging.info('ImageExampleGen: %d examples from %d files; converted %s; rejected %s; skipped %s; %d '
+                     'metadata rows without a file; %d duplicate groups', summary['examples'], summary['total_files'],
+                     summary['converted'], summary['rejected'], summary['skipped'],
+                     len(summary['metadata_rows_without_file']), summary['duplicates']['groups'])
         report.check_report(summary, float(exec_properties[MAX_BAD_FRACTION_KEY]))

@@ -22,9 +22,14 @@ from petpark.components.common.uris import is_local
 from petpark.components.image_example_gen.records import METADATA_FILE
 
 
+DIRECTORY = 'directory'
+_FOLDER_DETAIL = 'a folder the input pattern matches; nothing in it is read'
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """A matched directory entry: `reason` is empty for a file to read, else why it is rejected."""
+    """A matched directory entry: `reason` is empty for a file to read, else why it is not read
+    (DIRECTORY: a folder, reported but not a rejected file)."""
     path: str
     image_id: str
     reason: str = ''
@@ -68,7 +73,7 @@ def _printable(text: str) -> str:
 
 def _classify(path: str, data_root: str, allow_outside_root: bool) -> Tuple[str, str]:
     """(reason, detail) for an entry that must not be read; ('', '') for a regular file;
-    ('directory', '') for a folder, which is no file at all."""
+    (DIRECTORY, detail) for a folder, which is no file at all."""
     try:
         os.fsencode(path).decode('utf-8')
     except UnicodeDecodeError:
@@ -87,7 +92,7 @@ def _classify(path: str, data_root: str, allow_outside_root: bool) -> Tuple[str,
             return 'symlink_outside_root', f'points outside the data root, to {_printable(target)!r}'
         mode = os.stat(target).st_mode
     if stat.S_ISDIR(mode):
-        return 'directory', ''
+        return DIRECTORY, _FOLDER_DETAIL
     if not stat.S_ISREG(mode):
         kind = 'FIFO' if stat.S_ISFIFO(mode) else 'socket' if stat.S_ISSOCK(mode) else 'device or special file'
         return 'not_a_regular_file', f'a {kind}; it is never opened'
@@ -95,7 +100,8 @@ def _classify(path: str, data_root: str, allow_outside_root: bool) -> Tuple[str,
 
 
 def list_entries(input_base: str, split_pattern: str, allow_outside_root: bool = False) -> Tuple[str, List[Entry]]:
-    """Image root and every entry the pattern matches (folders and the metadata CSV excluded)."""
+    """Image root and every entry the pattern matches (the metadata CSV excluded); folders are
+    entries with the reason DIRECTORY."""
     root = image_root(input_base, split_pattern)
     metadata_path = os.path.normpath(os.path.join(root, METADATA_FILE))
     entries = []
@@ -108,13 +114,14 @@ def list_entries(input_base: str, split_pattern: str, allow_outside_root: bool =
                 reason, detail = _classify(path, data_root, allow_outside_root)
             except OSError as e:  # e.g. removed while being listed
                 reason, detail = 'unreadable', f'{type(e).__name__}: {e.strerror}'
-            if reason != 'directory':
-                entries.append(Entry(path, _printable(os.path.relpath(path, root)), reason, detail))
+            entries.append(Entry(path, _printable(os.path.relpath(path, root)), reason, detail))
     else:
         for path in sorted(fileio.glob(os.path.join(input_base, split_pattern))):
-            if not fileio.isdir(path) and os.path.normpath(path) != metadata_path:
-                entries.append(Entry(path, os.path.relpath(path, root)))
-    if not entries:
+            if os.path.normpath(path) != metadata_path:
+                folder = fileio.isdir(path)
+                entries.append(Entry(path, os.path.relpath(path, root), DIRECTORY if folder else '',
+                                     _FOLDER_DETAIL if folder else ''))
+    if all(entry.reason == DIRECTORY for entry in entries):
         raise ValueError(f'No files match input pattern {split_pattern!r} under {input_base!r}')
     return root, entries
 
@@ -130,10 +137,11 @@ def _stat(path: str) -> Optional[os.stat_result]:
 
 
 def fingerprint(split_name: str, entries: Iterable[Entry]) -> str:
-    """TFX's fingerprint (count, bytes, mtimes) over the entries; stat opens no file."""
+    """TFX's fingerprint (count, bytes, mtimes) over the entries that are not folders (a folder's
+    mtime moves with files the pattern does not match); stat opens no file."""
     count = total = xor = summed = 0
     for entry in entries:
-        info = _stat(entry.path)
+        info = _stat(entry.path) if entry.reason != DIRECTORY else None
         if info is None:  # removed since it was listed: the next run sees the change
             continue
         count, total = count + 1, total + info.st_size

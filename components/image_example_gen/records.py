@@ -7,8 +7,9 @@ import dataclasses
 import datetime
 import io
 import os
+import posixpath
 import stat
-from typing import Any, Dict, FrozenSet, Optional, Tuple
+from typing import AbstractSet, Any, Dict, FrozenSet, List, Optional, Tuple
 
 import tensorflow as tf
 from tfx.dsl.io import fileio
@@ -20,6 +21,7 @@ from petpark.components.image_example_gen.rejections import FileRejected
 from petpark.modules import features
 
 METADATA_FILE = 'metadata.csv'
+_LONGEST_SHOWN = 200
 
 
 def read_metadata(root: str) -> Dict[str, Dict[str, str]]:
@@ -32,6 +34,27 @@ def read_metadata(root: str) -> Dict[str, Dict[str, str]]:
         if not reader.fieldnames or 'image' not in reader.fieldnames:
             raise ValueError(f'{path}: metadata CSV needs an "image" column, found {reader.fieldnames}')
         return {row['image'].strip(): row for row in reader}
+
+
+def shown(text: str) -> str:
+    """`text` as report text: at most _LONGEST_SHOWN characters, saying how long it was when cut."""
+    return text if len(text) <= _LONGEST_SHOWN else f'{text[:_LONGEST_SHOWN]}... ({len(text)} characters)'
+
+
+def rows_without_file(metadata: Dict[str, Dict[str, str]], listed: AbstractSet[str]) -> List[Tuple[str, str, str]]:
+    """(image value as shown, reason, detail) of each metadata row whose `image` is none of the listed
+    ids (paths below the image root). Decided from the text alone: no path is opened or stat-ed."""
+    found = []
+    for image in sorted(set(metadata) - set(listed)):
+        normal = posixpath.normpath(image.replace('\\', '/'))
+        if not image:
+            reason, detail = 'empty_image', 'the row names no image'
+        elif normal.startswith('/') or normal == '..' or normal.startswith('../'):
+            reason, detail = 'outside_image_root', 'a path outside the image root; never opened'
+        else:
+            reason, detail = 'no_matching_file', 'no file the input pattern matches has this path'
+        found.append((shown(image), reason, detail))
+    return found
 
 
 @dataclasses.dataclass(frozen=True)

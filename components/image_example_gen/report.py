@@ -1,8 +1,13 @@
-"""The ingestion report: per-file statuses summed up by reason, and the bad-file budget."""
+"""The ingestion report: per-file statuses summed up by reason, and the bad-file budget.
+
+Two kinds of lines are no input file and count toward neither the files nor the budget: SKIPPED
+(a folder the pattern matches) and METADATA_ROW (a metadata.csv row that names no listed file).
+"""
 import collections
 from typing import Any, Dict, Iterable
 
 ACCEPTED, CONVERTED, REJECTED = 'accepted', 'converted', 'rejected'
+SKIPPED, METADATA_ROW = 'skipped', 'metadata_row'
 STATUS_FIELDS = ('status', 'reason', 'image', 'detail')
 REPORT_FILE = 'report.json'
 _WORST_FILES_SHOWN = 10
@@ -13,14 +18,21 @@ def summarize(statuses: Iterable[Dict[str, str]]) -> Dict[str, Any]:
     counts = collections.Counter()
     converted = collections.Counter()
     rejected = collections.Counter()
-    rejected_files = []
+    rejected_files, skipped, metadata_rows = [], [], []
     for status in statuses:
+        line = {k: status[k] for k in ('image', 'reason', 'detail')}
+        if status['status'] == SKIPPED:
+            skipped.append(line)
+            continue
+        if status['status'] == METADATA_ROW:
+            metadata_rows.append(line)
+            continue
         counts[status['status']] += 1
         if status['status'] == CONVERTED:
             converted[status['reason']] += 1
         elif status['status'] == REJECTED:
             rejected[status['reason']] += 1
-            rejected_files.append({k: status[k] for k in ('image', 'reason', 'detail')})
+            rejected_files.append(line)
     total = sum(counts.values())
     rejected_files.sort(key=lambda f: (-rejected[f['reason']], f['image']))
     return {
@@ -30,6 +42,9 @@ def summarize(statuses: Iterable[Dict[str, str]]) -> Dict[str, Any]:
         'rejected': dict(rejected),
         'rejected_fraction': counts[REJECTED] / total if total else 0.0,
         'rejected_files': rejected_files,
+        'skipped': dict(collections.Counter(line['reason'] for line in skipped)),
+        'skipped_entries': sorted(skipped, key=lambda line: line['image']),
+        'metadata_rows_without_file': sorted(metadata_rows, key=lambda line: line['image']),
     }
 
 

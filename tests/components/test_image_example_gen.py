@@ -55,20 +55,27 @@ def test_bad_files_are_rejected_with_their_reason(reason, data):
     assert error.value.reason == reason
 
 
-@pytest.mark.parametrize('reason,data', [
-    ('grayscale', jpeg_bytes('L', color=90)),
-    ('cmyk', jpeg_bytes('CMYK', color=(0, 200, 200, 0))),
-    ('palette', png_bytes(Image.new('RGB', (20, 20), (10, 200, 30)).convert('P'))),
-    ('sixteen_bit', png_bytes(Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16)))),
-    ('alpha', png_bytes(Image.new('RGBA', (20, 20), (10, 20, 250, 128)))),
-    ('format_bmp', (lambda b: (Image.new('RGB', (20, 20), (1, 2, 3)).save(b, format='BMP'), b.getvalue())[1])(io.BytesIO())),
+@pytest.mark.parametrize('reason,data,colour', [
+    ('grayscale', jpeg_bytes('L', size=(20, 20), color=90), (90, 90, 90)),
+    ('cmyk', jpeg_bytes('CMYK', size=(20, 20), color=(0, 200, 200, 0)), (255, 55, 55)),
+    ('palette', png_bytes(Image.new('RGB', (20, 20), (10, 200, 30)).convert('P', palette=Image.ADAPTIVE)), (10, 200, 30)),
+    ('sixteen_bit', png_bytes(Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16))), (155, 155, 155)),  # 40000/257
+    ('alpha', png_bytes(Image.new('RGBA', (20, 20), (10, 20, 250, 128))), (10, 20, 250)),
+    ('format_bmp', (lambda b: (Image.new('RGB', (20, 20), (1, 2, 3)).save(b, format='BMP'), b.getvalue())[1])(io.BytesIO()),
+     (1, 2, 3)),
 ])
-def test_unsupported_modes_are_converted_to_rgb_jpeg(reason, data):
+def test_unsupported_modes_are_converted_to_rgb_jpeg(reason, data, colour):
+    """A new file: JPEG bytes, RGB, the source's size and colours (the original file would fail each)."""
     converted, derived, conversion = images.decode_image_file(data)
     assert conversion == reason
+    assert converted.startswith(b'\xff\xd8\xff') and converted != data
+    with Image.open(io.BytesIO(converted)) as image:
+        assert (image.format, image.mode, image.size) == ('JPEG', 'RGB', (20, 20))
     decoded = tf.io.decode_image(converted, channels=3).numpy()
-    assert decoded.shape == (20, 20, 3) or decoded.shape == (derived['height'], derived['width'], 3)
-    assert 0.0 <= derived[features.BRIGHTNESS_KEY] <= 1.0
+    assert decoded.shape == (20, 20, 3) and (derived['width'], derived['height']) == (20, 20)
+    assert np.abs(decoded.astype(int) - np.array(colour)).max() <= 4, decoded.reshape(-1, 3).mean(axis=0)
+    luma = (0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]) / 255
+    assert derived[features.BRIGHTNESS_KEY] == pytest.approx(luma, abs=0.02)
 
 
 def test_sixteen_bit_is_scaled_not_clipped():
@@ -455,3 +462,62 @@ def test_pooled_folders_and_a_hold_out_split(tmp_path):
 def test_pooled_and_hold_out_patterns_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         component.ImageExampleGen(input_base='/data', class_names=['cat', 'dog'], **kwargs)
+
+
+def test_metadata_rows_without_a_file_are_reported_and_never_opened(tmp_path):
+    """Rows naming a missing file, a path outside the image root (one a FIFO: opening it would hang),
+    an absolute path, a 5,000-character name and nothing are each listed, cut to 200 characters; they
+    are no input file, so the counts and the budget do not change."""
+    import signal
+    root = tmp_path / 'photos'
+    for i in range(3):
+        write(str(root / 'cats' / f'c{i}.jpg'), jpeg_bytes())
+        write(str(root / 'dogs' / f'd{i}.jpg'), jpeg_bytes())
+    (tmp_path / 'outside').mkdir()
+    os.mkfifo(tmp_path / 'outside' / 'feed.jpg')
+    long_name = 'cats/' + 'x' * 4995
+    with open(root / 'metadata.csv', 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['image', 'label', 'camera_id'])
+        for image in ('cats/c0.jpg', 'cats/missing.jpg', '../../../etc/passwd', '../outside/feed.jpg', '/etc/shadow',
+                      long_name, ''):
+            writer.writerow([image, '', 'cam-1'])
+    signal.alarm(120)  # a FIFO that is opened for reading would hang here forever
+    try:
+        examples_uri, summary = run_executor(tmp_path, root, max_bad_fraction=0.0)
+    finally:
+        signal.alarm(0)
+    outside = 'a path outside the image root; never opened'
+    no_file = 'no file the input pattern matches has this path'
+    assert summary['metadata_rows_without_file'] == [
+        {'image': '', 'reason': 'empty_image', 'detail': 'the row names no image'},
+        {'image': '../../../etc/passwd', 'reason': 'outside_image_root', 'detail': outside},
+        {'image': '../outside/feed.jpg', 'reason': 'outside_image_root', 'detail': outside},
+        {'image': '/etc/shadow', 'reason': 'outside_image_root', 'detail': outside},
+        {'image': 'cats/missing.jpg', 'reason': 'no_matching_file', 'detail': no_file},
+        {'image': long_name[:200] + '... (5000 characters)', 'reason': 'no_matching_file', 'detail': no_file},
+    ]
+    assert (summary['total_files'], summary['examples'], summary['rejected']) == (6, 6, {})
+    camera = read_examples(examples_uri)['cats/c0.jpg'][1].features.feature[features.CAMERA_KEY]
+    assert camera.bytes_list.value == [b'cam-1']  # rows that name a file still apply
+
+
+def test_a_folder_named_like_an_image_is_reported_but_not_a_rejected_file(tmp_path):
+    """`cats/dir.jpg/` matches `*/*`: a line in the report (`skipped`), not a rejected file, since
+    nothing a folder holds was ever an input (the pattern `*` over class folders matches only folders
+    beside the photos, and must not fail the budget); nor does it move the input fingerprint."""
+    root = tmp_path / 'photos'
+    for i in range(3):
+        write(str(root / 'cats' / f'cat.{i}.jpg'), jpeg_bytes())
+        write(str(root / 'dogs' / f'dog.{i}.jpg'), jpeg_bytes())
+    fingerprint_before = listing.resolve(str(root), [example_gen_pb2.Input.Split(name='all', pattern='*/*')], None)[0]
+    write(str(root / 'cats' / 'dir.jpg' / 'inside.jpg'), jpeg_bytes())
+    assert listing.resolve(str(root), [example_gen_pb2.Input.Split(name='all', pattern='*/*')], None)[0] == \
+        fingerprint_before
+    _, summary = run_executor(tmp_path, root, max_bad_fraction=0.0)
+    assert summary['skipped'] == {'directory': 1}
+    assert summary['skipped_entries'] == [{'image': 'cats/dir.jpg', 'reason': 'directory',
+                                           'detail': 'a folder the input pattern matches; nothing in it is read'}]
+    assert (summary['total_files'], summary['examples'], summary['rejected']) == (6, 6, {})
+    _, flat = run_executor(tmp_path / 'flat', root / 'cats', pattern='*', max_bad_fraction=0.0)
+    assert (flat['examples'], flat['rejected'], flat['skipped']) == (3, {}, {'directory': 1})
