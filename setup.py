@@ -50,11 +50,12 @@ setup(
         # petpark serve, which the default pipeline's ServingValidator starts
         'aiohttp',
         'prometheus_client',
+        'google-crc32c',  # request logs' TFRecord checksums (serving/request_log.py has a slow fallback)
     ],
     extras_require={
         'serving': ['requests'],
         # what an edge box needs for serving/edge_runtime.py, and nothing else of petpark
-        'edge': ['onnxruntime>=1.20', 'numpy', 'pillow', 'av'],
+        'edge': ['onnxruntime>=1.20', 'numpy', 'pillow', 'av', 'google-crc32c'],
         # compiling for Kubeflow Pipelines v2 / Vertex AI (pipeline/kubeflow_v2_runner.py); 0.2.x keeps protobuf 3
         'kubeflow': ['kfp-pipeline-spec>=0.2.2,<0.3'],
         # the Airflow environment (.venv-airflow, requirements/airflow-lock.txt): `petpark airflow up|down|status`
