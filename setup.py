@@ -51,6 +51,8 @@ setup(
         'aiohttp',
         'prometheus_client',
         'google-crc32c',  # request logs' TFRecord checksums (serving/request_log.py has a slow fallback)
+        'pandas',  # monitoring windows' statistics (TFDV's in-memory path)
+        'scipy',  # monitoring thresholds (a fitted gamma's quantile)
     ],
     extras_require={
         'serving': ['requests'],
