@@ -101,10 +101,10 @@ def benchmark(home: str, photos, repeat: int) -> None:
     print('  latency (ms)        batch 1 p50   p99    batch 32 p50   p99   per image at 32')
     for batch in (1, 32):
         x = np.random.RandomState(0).rand(batch, size[1], size[0], 3).astype(np.float32)
-        rows = [('SavedModel in-process', lambda: pixels_signature(pixels=tf.constant(x))),
-                ('ONNX FP32 (1 thread)', lambda: fp32.session.run(None, {'pixels': x}))]
+        rows = [('SavedModel in-process', lambda x=x: pixels_signature(pixels=tf.constant(x))),
+                ('ONNX FP32 (1 thread)', lambda x=x: fp32.session.run(None, {'pixels': x}))]
         if int8:
-            rows.append(('ONNX INT8 (1 thread)', lambda: int8.session.run(None, {'pixels': x})))
+            rows.append(('ONNX INT8 (1 thread)', lambda x=x: int8.session.run(None, {'pixels': x})))
         for name, call in rows:
             p50, p99 = timed(call, repeat if batch == 1 else max(5, repeat // 10))
             print(f'  {name:<22} batch {batch:>2}: p50 {p50:8.2f}  p99 {p99:8.2f}' +

@@ -57,17 +57,18 @@ def log_files(log_dir: str) -> List[str]:
     return sorted(found, key=lambda path: (os.path.basename(path), path))
 
 
+def _first_bytes(feature_map, key: str) -> Optional[bytes]:
+    values = feature_map[key].bytes_list.value if key in feature_map else []
+    return values[0] if values else None
+
+
 def _example_frames(serialized: Sequence[bytes]) -> Iterator[dict]:
     from tensorflow.core.example import example_pb2
     for data in serialized:
-        example = example_pb2.Example.FromString(data)
-        feature = example.features.feature
-
-        def first(key):
-            values = feature[key].bytes_list.value if key in feature else []
-            return values[0] if values else None
-        camera, captured = first(features.CAMERA_KEY), first(features.CAPTURED_AT_KEY)
-        yield {'image': first(features.IMAGE_KEY), 'camera_id': camera.decode('utf-8', 'replace') if camera else '',
+        feature = example_pb2.Example.FromString(data).features.feature
+        camera, captured = _first_bytes(feature, features.CAMERA_KEY), _first_bytes(feature, features.CAPTURED_AT_KEY)
+        yield {'image': _first_bytes(feature, features.IMAGE_KEY),
+               'camera_id': camera.decode('utf-8', 'replace') if camera else '',
                'captured_at': captured.decode('utf-8', 'replace') if captured else ''}
 
 

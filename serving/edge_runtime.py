@@ -9,12 +9,16 @@ resize the float pixels with an antialiased bilinear filter to the model's size,
 tf.image.resize(antialias=True) does in the Transform graph (they agree to 1e-5), round, clip,
 divide. Pillow and TensorFlow decode some JPEGs a few levels apart per pixel; the README gives the effect.
 
+With --log-dir, classified frames are logged (sampled) as `petpark serve` logs requests, PredictionLog
+records in TFRecord files, for `petpark monitor`: copy serving/request_log.py beside this file.
+
 Nothing in the model folder is trusted: metadata.json is checked against METADATA_SCHEMA (types and
 bounds) and the model file against its sha256 in it before onnxruntime reads it; an image or video
 frame over MAX_IMAGE_PIXELS (the server's default bound) is refused from its header, before decoding.
 """
 import argparse
 import hashlib
+import io
 import json
 import math
 import os
@@ -342,12 +346,56 @@ def frames(path: str, every: int) -> Iterator[Tuple[str, np.ndarray]]:
         yield path, decode_image(path)
 
 
+def request_logger(log_dir: str, model_name: str, sampling_rate: float):
+    """petpark's request logger (serving/request_log.py: installed with petpark, or copied beside
+    this file), writing `<log_dir>/<model_name>-*.tfrecord` as `petpark serve` does."""
+    try:
+        from petpark.serving import request_log
+    except ImportError:  # on an edge box: the file copied beside this one
+        import request_log
+    return request_log, request_log.RequestLogger(
+        request_log.RotatingFiles(os.path.join(log_dir, model_name)), sampling_rate)
+
+
+def encoded_frame(path: str, rgb: np.ndarray) -> bytes:
+    """What a request would have carried: an image file's own bytes, a video frame as a JPEG."""
+    if '#frame=' not in path:
+        with open(path, 'rb') as f:
+            return f.read()
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format='JPEG', quality=90)
+    return buffer.getvalue()
+
+
+def record_builder(request_log, model_name: str, version: int, item: Tuple[str, np.ndarray], scores: List[float],
+                   camera: str, sampling_rate: float) -> Callable[[], bytes]:
+    """The PredictionLog of one classified frame, built later by the logger's writer thread."""
+    name, rgb, stamp = item[0], item[1], int(time.time())
+    return lambda: request_log.image_prediction_log(model_name, version, [encoded_frame(name, rgb)], [scores], stamp,
+                                                    camera, sampling_rate)
+
+
+def _sampling_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a rate between 0 and 1, got {text!r}') from None
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f'must be between 0 and 1, got {text}')
+    return rate
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model-dir', required=True, help='edge model folder: <home>/edge/<model_name>')
     parser.add_argument('--version', help='version folder (default: the newest)')
     parser.add_argument('--int8', action='store_true', help='use the INT8 model (when the version ships one)')
     parser.add_argument('--every', type=int, default=1, metavar='N', help='classify every Nth video frame')
     parser.add_argument('--threads', type=int, default=1, help='onnxruntime threads (an edge box: 1)')
+    parser.add_argument('--log-dir', help='write sampled requests as PredictionLog TFRecords here, as petpark serve '
+                                          'does, for `petpark monitor` (needs request_log.py beside this file)')
+    parser.add_argument('--log-sampling', type=_sampling_rate, default=1.0, metavar='RATE',
+                        help='share of frames logged (default 1.0)')
+    parser.add_argument('--camera', default='', help="the camera these frames come from (the records' request_origin)")
     parser.add_argument('files', nargs='+', metavar='IMAGE_OR_VIDEO')
 
 
@@ -366,6 +414,8 @@ def run(args: argparse.Namespace, out=None, err=None) -> int:
         return 2
     positive = model.class_names[model.positive]
     print(f'model {model.folder} ({"INT8" if args.int8 else "FP32"}), P({positive})', file=out)
+    model_name, version = model.metadata['model_name'], int(model.metadata['version'])
+    request_log, logger = request_logger(args.log_dir, model_name, args.log_sampling) if args.log_dir else (None, None)
     failures, latencies = 0, []
     started = time.perf_counter()
     for path in args.files:
@@ -376,13 +426,22 @@ def run(args: argparse.Namespace, out=None, err=None) -> int:
                 item = next(stream, None)
                 if item is None:
                     break
-                label, probability = model.label(model.scores([item[1]])[0])
+                scores = model.scores([item[1]])[0]
+                label, probability = model.label(scores)
                 latencies.append(time.perf_counter() - start)
                 print(f'{item[0]}\t{label}\t{probability:.3f}\t{latencies[-1] * 1000:.1f} ms', file=out)
+                if logger is not None:
+                    logger.log(model_name, record_builder(request_log, model_name, version, item, scores.tolist(),
+                                                          args.camera, args.log_sampling))
         except EdgeError as e:
             print(f'edge-predict: {e}', file=err)
             failures += 1
     elapsed = time.perf_counter() - started
+    if logger is not None:
+        logger.close()
+        logged, dropped = logger.counts()
+        print(f'request log: {sum(logged.values())} frames logged to {args.log_dir}, '
+              f'{sum(dropped.values())} dropped', file=out)
     if latencies:
         print(f'{len(latencies)} images/frames in {elapsed:.2f} s: {len(latencies) / elapsed:.1f} frames/s, '
               f'median {np.median(latencies) * 1000:.1f} ms each (decode, resize and model)', file=out)

@@ -140,6 +140,31 @@ def test_the_runtime_file_stands_alone_on_the_edge_packages(edge_export, transfo
     assert 'frames/s' in result.stdout
 
 
+def test_an_edge_box_logs_its_frames_as_the_server_does(edge_export, transformed, tmp_path):
+    """edge_runtime.py and request_log.py copied alone: sampled frames become PredictionLog records
+    that TensorFlow Serving's protos and the monitor read, with the camera as request_origin."""
+    from petpark.monitoring import logs
+    for name in ('edge_runtime.py', 'request_log.py'):
+        shutil.copy(os.path.join(REPO, 'serving', name), tmp_path)
+    images = photos(transformed, 3)
+    script = ('import sys\n'
+              f'sys.path[:0] = [{str(tmp_path)!r}]; sys.path.append({site.getsitepackages()[0]!r})\n'
+              'import edge_runtime\n'
+              f'code = edge_runtime.main(["--model-dir", {edge_export[1]!r}, "--log-dir", {str(tmp_path / "logs")!r}, '
+              f'"--camera", "cam-07", *{images!r}])\n'
+              'assert not {"tensorflow", "petpark"} & {m.split(".")[0] for m in sys.modules}\n'
+              'sys.exit(code)\n')
+    result = subprocess.run([sys.executable, '-S', '-c', script], capture_output=True, text=True, timeout=300,
+                            cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'request log: 3 frames logged' in result.stdout and ', 0 dropped' in result.stdout
+    window = logs.read_window(str(tmp_path / 'logs'), 'petpark')
+    printed = [float(line.split('\t')[2]) for line in result.stdout.splitlines() if line.count('\t') == 3]
+    assert [f.origin for f in window.frames] == ['cam-07'] * 3 and [f.version for f in window.frames] == [1800000000] * 3
+    assert [round(f.score, 3) for f in window.frames] == printed
+    assert [f.image for f in window.frames] == [open(path, 'rb').read() for path in images]
+
+
 def test_the_newest_complete_version_is_used(edge_export, tmp_path):
     model_dir = str(tmp_path / 'edge')
     shutil.copytree(edge_export[1], model_dir)
