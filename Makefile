@@ -1,5 +1,5 @@
 # The two front-door commands: `make demo` and `make test`.
-.PHONY: setup airflow demo test test-fast lint benchmark
+.PHONY: setup airflow system-packages demo test test-fast lint benchmark
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -8,11 +8,16 @@ setup:
 airflow:
 	@bash scripts/bootstrap.sh airflow
 
+# Debian's prometheus, prometheus-alertmanager and chromium, for the tests that run them (as root:
+# apt-get, skipped when installed; elsewhere it names what is missing)
+system-packages:
+	@bash scripts/system_packages.sh
+
 demo: setup
 	.venv/bin/petpark run
 
-test: setup airflow lint
-	PETPARK_REQUIRE_AIRFLOW=1 .venv/bin/python -m pytest tests
+test: setup airflow system-packages lint
+	PETPARK_REQUIRE_AIRFLOW=1 PETPARK_REQUIRE_SYSTEM_PACKAGES=1 .venv/bin/python -m pytest tests
 
 # one style for the whole tree (ruff.toml)
 lint: setup

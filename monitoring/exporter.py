@@ -20,16 +20,17 @@ and of the loop (label model_name):
   petpark_monitor_interval_seconds                 SECONDS of --every
   petpark_monitor_runs_total{outcome}              windows run: ok / error
 
-The loop (`Schedule`) never dies of an exception: a failed window is logged with its traceback and
-retried with exponential backoff (5 s, 10 s, 20 s, ... up to the schedule's SECONDS, so a broken
-dependency is never tried more often than that once it keeps failing, and a passing blip costs
-seconds, not a window). Windows are contiguous: the next starts where the last checked one ended,
-so frames served during failures are checked once it recovers (at most MAX_CATCH_UP windows back,
-so a window that cannot succeed is eventually left behind). SIGTERM or SIGINT stops the loop after
-the current window; a second one acts as usual (kills it).
+The loop (`Schedule`) never dies of an exception: a failed window is logged (with its traceback
+the first time an error is seen) and retried with exponential backoff: 5 s, 10 s, 20 s, ... up to
+the schedule's SECONDS, so a passing blip costs seconds, not a window, and a broken dependency is
+not tried more often than windows run. Windows are contiguous: the next starts where the last
+checked one ended, so frames served during failures are checked once it recovers (at most
+MAX_CATCH_UP windows back, so a window that cannot succeed is eventually left behind). SIGTERM or
+SIGINT stops the loop after the current window; a second one acts as usual.
 """
 import http.server
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -157,6 +158,17 @@ def parse_address(text: str) -> Tuple[str, int]:
     return (host.strip('[]') or '127.0.0.1'), number
 
 
+class QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that does not print a traceback for a client that hung up."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A scraper that gave up (its scrape timeout) is not an error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class MetricsServer:
     """/metrics of an exporter over HTTP, in a daemon thread; `port` is the bound port."""
 
@@ -175,8 +187,7 @@ class MetricsServer:
 
             def log_message(self, *args):  # scrapes are not news
                 pass
-        self._server = http.server.ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = QuietHTTPServer((host, port), Handler)
         self.host, self.port = host, self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name='monitor-metrics', daemon=True)
         self._thread.start()
@@ -201,20 +212,22 @@ class Schedule:
     def __init__(self, every: float, run: Callable[[int, int], Dict[str, Any]], model: str,
                  exporter: Optional[MonitorExporter] = None, log: Callable[[str], None] = print,
                  clock: Callable[[], float] = time.time, stop: Optional[threading.Event] = None,
-                 wait: Optional[Callable[[float], Any]] = None):
-        if every <= 0:
+                 wait: Optional[Callable[[float], Any]] = None, settled: Callable[[float], float] = lambda now: now):
+        if not every > 0:
             raise ValueError(f'--every must be more than 0 seconds, got {every:g}')
-        self.every, self.run_window, self.model = every, run, model
+        self.every, self.run_window, self.model, self.settled = every, run, model, settled
         self.exporter, self.log, self.clock = exporter, log, clock
         self.stop = stop or threading.Event()
         self._wait = wait or self.stop.wait
         self.covered_until: Optional[int] = None  # end of the last window checked
         self.failures = 0
+        self._last_error: Optional[str] = None
 
     def window(self, now: float) -> Tuple[int, int]:
         """[since, until): from where the last checked window ended (the first: `every` back), at
-        most MAX_CATCH_UP windows back."""
-        until = int(now)
+        most MAX_CATCH_UP windows back, up to the time `settled` says every record is in a finished
+        log file (a record still in a file being written is checked by the next window)."""
+        until = int(min(now, self.settled(now)))
         if self.covered_until is None:
             self.covered_until = until - int(self.every)
         return max(self.covered_until, until - int(self.every * MAX_CATCH_UP)), until
@@ -230,15 +243,26 @@ class Schedule:
             if self.exporter is not None:
                 self.exporter.failed(self.model)
             delay = min(self.every, FIRST_RETRY_SECONDS * 2 ** (self.failures - 1))
-            self.log(f'window {since}..{until} failed ({self.failures} in a row): {type(e).__name__}: {e}; '
-                     f'retrying in {delay:g} s')
-            self.log(''.join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip())
+            said = f'{type(e).__name__}: {e}'
+            self._say(f'window {since}..{until} failed ({self.failures} in a row): {said}; retrying in {delay:g} s')
+            if said != self._last_error:  # the traceback once per new error, not every retry
+                self._say(''.join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip())
+                self._last_error = said
             return delay
-        self.failures, self.covered_until = 0, until
+        self.failures, self.covered_until, self._last_error = 0, until, None
         if self.exporter is not None:
-            self.exporter.update(document, self.clock())
+            try:
+                self.exporter.update(document, self.clock())
+            except Exception as e:  # a document the gauges cannot read: the window itself is done
+                self._say(f'window {since}..{until}: gauges not updated: {type(e).__name__}: {e}')
         # the next slot of the schedule, skipping those a long window overran (the next window covers them)
         return self.every - (self.clock() - started) % self.every
+
+    def _say(self, line: str) -> None:
+        try:
+            self.log(line)
+        except Exception:  # a closed terminal does not end the schedule
+            pass
 
     def run(self) -> int:
         """Until stopped; returns the number of windows attempted."""
@@ -274,12 +298,14 @@ def run_schedule(settings, every: float, metrics_address: Optional[str], version
                  log: Callable[[str], None] = print) -> int:
     """`petpark monitor --every`: a window over the last `every` seconds, every `every` seconds, its
     gauges at `metrics_address` (PORT or HOST:PORT; None: none), until SIGTERM/SIGINT. Exit status 0."""
-    from petpark.monitoring import monitor  # TFDV and TensorFlow
+    if not every > 0:
+        raise ValueError(f'--every must be more than 0 seconds, got {every:g}')
+    address = parse_address(metrics_address) if metrics_address else None
+    from petpark.monitoring import logs, monitor  # TFDV and TensorFlow
     exporter = MonitorExporter(every)
     server = None
-    if metrics_address:
-        host, port = parse_address(metrics_address)
-        server = serve(port, exporter, host)
+    if address:
+        server = serve(address[1], exporter, address[0])
     if server is not None:
         log(f'monitor gauges at http://{server.host}:{server.port}/metrics')
     stop = threading.Event()
@@ -288,7 +314,8 @@ def run_schedule(settings, every: float, metrics_address: Optional[str], version
     def run(since: int, until: int) -> Dict[str, Any]:
         return monitor.run_window(settings, monitor.WindowSpec(since=since, until=until, version=version), log)
     try:
-        attempts = Schedule(every, run, settings.model_name, exporter, log, stop=stop).run()
+        attempts = Schedule(every, run, settings.model_name, exporter, log, stop=stop,
+                            settled=lambda now: logs.complete_until(settings.request_log_dir, now)).run()
     finally:
         restore()
         if server is not None:

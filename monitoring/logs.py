@@ -11,7 +11,7 @@ import os
 from typing import Iterator, List, Optional, Sequence
 
 from petpark.modules import features
-from petpark.serving.request_log import RECORD_SUFFIX
+from petpark.serving.request_log import PARTIAL_SUFFIX, RECORD_SUFFIX
 
 IMAGE_INPUT = 'image_bytes'
 EXAMPLES_INPUT = 'inputs'
@@ -55,6 +55,29 @@ def log_files(log_dir: str) -> List[str]:
     for root, _, names in os.walk(log_dir):
         found += [os.path.join(root, name) for name in names if name.endswith(RECORD_SUFFIX)]
     return sorted(found, key=lambda path: (os.path.basename(path), path))
+
+
+def complete_until(log_dir: str, now: float) -> float:
+    """The time up to which every record is in a finished file: the opening time of the oldest file
+    a running writer is still writing (`<prefix>-<UTC time>-<pid>-<n>.tfrecord.tmp`), else `now`.
+    A window that ends later would miss records that land in those files once they complete."""
+    import calendar
+    import time
+    settled = now
+    for root, _, names in os.walk(log_dir):
+        for name in names:
+            if not name.endswith(PARTIAL_SUFFIX):
+                continue
+            try:
+                stamp, pid = name[:-len(PARTIAL_SUFFIX)].rsplit('-', 3)[1:3]
+                os.kill(int(pid), 0)
+                opened = calendar.timegm(time.strptime(stamp, '%Y%m%dT%H%M%S'))
+            except (ValueError, ProcessLookupError):  # not a writer's name, or its writer is gone
+                continue
+            except PermissionError:  # another user's writer: running
+                opened = os.path.getmtime(os.path.join(root, name)) - 1
+            settled = min(settled, opened)
+    return settled
 
 
 def _first_bytes(feature_map, key: str) -> Optional[bytes]:

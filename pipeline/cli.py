@@ -144,6 +144,52 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def moment(text: str) -> int:
+    """A time on the command line as epoch seconds: ISO 8601 (UTC unless it says otherwise), epoch
+    seconds, or relative to now: -30m, -2h, -1d."""
+    text = text.strip()
+    units = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}
+    try:
+        if text.startswith('-') and text[-1:] in units:
+            return int(datetime.datetime.now(datetime.timezone.utc).timestamp() - float(text[1:-1]) * units[text[-1]])
+        if text.replace('.', '', 1).isdigit():
+            return int(float(text))
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected ISO 8601 (2026-12-07T10:00), epoch seconds or -30m/-2h/-1d, '
+                                         f'got {text!r}') from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return int(parsed.timestamp())
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    if args.last is not None and (args.since is not None or args.until is not None):
+        raise ValueError('--last counts frames back from the newest: give it alone, or --since/--until')
+    if args.last is not None and args.last < 1:
+        raise ValueError(f'--last must be at least 1, got {args.last}')
+    if args.every is not None and (args.last is not None or args.since is not None or args.until is not None):
+        raise ValueError('--every checks the last SECONDS each time: give it without --since/--until/--last')
+    if args.metrics_port is not None and args.every is None:
+        raise ValueError('--metrics-port exposes the gauges of a running schedule: give it with --every')
+    settings = Settings.from_env({
+        'home': args.home, 'profile': args.profile, 'monitor_log_dir': args.log_dir,
+        'monitor_prometheus_url': args.prometheus, 'monitor_alertmanager_url': args.alertmanager,
+        'monitor_webhook_url': args.webhook, 'monitor_review_dir': args.review_dir, 'monitor_retrain': args.retrain},
+        check_data_root=False)
+    with console.Console(args.verbose, os.path.join(settings.home, 'logs', 'monitor.log')) as terminal:
+        if args.every is not None:
+            from petpark.monitoring import exporter
+            return exporter.run_schedule(settings, args.every, args.metrics_port, args.version,
+                                         log=lambda line: terminal.out.write(line + '\n'))
+        from petpark.monitoring import monitor  # TFDV and TensorFlow: after output is redirected
+        document = monitor.run_window(settings, monitor.WindowSpec(args.since, args.until, args.last, args.version),
+                                      log=lambda line: terminal.out.write(line + '\n'))
+        if args.json:
+            terminal.out.write(json.dumps(document, indent=1, default=str) + '\n')
+    return monitor.EXIT_CODES[document['verdict']]
+
+
 def _airflow(args: argparse.Namespace) -> int:
     from petpark.pipeline.ops import airflow as airflow_ops
     settings = Settings.from_env({'home': args.home}, check_data_root=False)
@@ -247,6 +293,36 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE (its home)')
     report.set_defaults(func=_report)
 
+    monitor = commands.add_parser(
+        'monitor', help="check a window of served frames against the version's baseline (drift, skew, health)",
+        description='Reads the finished request logs of a window, computes each frame\'s features with the '
+                    'ingestion component\'s functions, validates them with TFDV against the served version\'s '
+                    'MonitoringBaseline (schema in SERVING, skew against training, drift against the previous '
+                    'accepted window, prediction drift), estimates accuracy without labels, reads health from '
+                    'Prometheus, writes an HTML and a JSON report recorded in MLMD, and alerts on a breach. '
+                    'Exit status: 0 PASS, 1 BREACH, 3 INCONCLUSIVE (too few frames, or no baseline).')
+    monitor.add_argument('--since', type=moment, help='frames served from this time (ISO 8601 UTC, epoch, -2h)')
+    monitor.add_argument('--until', type=moment, help='... up to (not including) this time')
+    monitor.add_argument('--last', type=int, help='the last N frames instead of a time window')
+    monitor.add_argument('--version', help='the served version (default: the newest pushed)')
+    monitor.add_argument('--log-dir', help='request logs (PETPARK_MONITOR_LOG_DIR; default <home>/request_logs)')
+    monitor.add_argument('--prometheus', help='Prometheus URL for health (PETPARK_MONITOR_PROMETHEUS_URL)')
+    monitor.add_argument('--alertmanager', help='Alertmanager URL (PETPARK_MONITOR_ALERTMANAGER_URL)')
+    monitor.add_argument('--webhook', help='webhook URL when there is no Alertmanager (PETPARK_MONITOR_WEBHOOK_URL)')
+    monitor.add_argument('--review-dir', help="export a breaching window's frames here (PETPARK_MONITOR_REVIEW_DIR)")
+    monitor.add_argument('--retrain', choices=['none', 'airflow', 'local'], help='PETPARK_MONITOR_RETRAIN')
+    monitor.add_argument('--json', action='store_true', help='also print the report as JSON')
+    monitor.add_argument('--every', type=float, metavar='SECONDS',
+                         help='run a window over the last SECONDS every SECONDS until SIGTERM/SIGINT; a failed window '
+                              'is logged and retried with backoff (exit status 0)')
+    monitor.add_argument('--metrics-port', metavar='[HOST:]PORT',
+                         help="with --every: the monitor's gauges for Prometheus at /metrics (PORT alone binds "
+                              '127.0.0.1; 0.0.0.0:PORT for a Prometheus elsewhere)')
+    monitor.add_argument('--home', help='PETPARK_HOME')
+    monitor.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE (its home)')
+    monitor.add_argument('--verbose', action='store_true', help='show TF/TFDV logs')
+    monitor.set_defaults(func=_monitor)
+
     airflow = commands.add_parser(
         'airflow', help='Airflow on this machine: PostgreSQL, LocalExecutor scheduler and webserver',
         description='up: start PostgreSQL (initialised into <home>/airflow/postgres), migrate Airflow\'s database, '
@@ -278,6 +354,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f'petpark: error: {e}', file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`petpark models list | head`): nothing more to say
+        return 141
     except OSError as e:  # an unwritable or impossible --home, a full disk: one line naming the file
         print(f'petpark: error: {e.filename or ""}: {e.strerror or e}', file=sys.stderr)
         return 2

@@ -131,3 +131,14 @@ def test_without_a_capture_time_the_serving_time_decides_day_or_night():
         return logs.Frame('r', int(time.mktime(time.strptime(text, '%Y-%m-%d %H:%M'))), 'petpark', 1, 's', '', image)
     assert frames.frame_features(served_at('2026-06-01 12:00'))[0][features.LIGHTING_KEY] == 'day'
     assert frames.frame_features(served_at('2026-06-01 23:30'))[0][features.LIGHTING_KEY] == 'night'
+
+
+def test_a_window_ends_where_a_running_writer_began_its_unfinished_file(tmp_path):
+    now = [1_800_000_000.0]
+    files = request_log.RotatingFiles(str(tmp_path / 'petpark'), clock=lambda: now[0])
+    files.write(request_log.tfrecord(request_log.image_prediction_log('petpark', 1, [jpeg(1)], [[0.5, 0.5]], 1)))
+    assert logs.complete_until(str(tmp_path), now[0] + 100) == now[0]  # its records may still land in the window
+    (tmp_path / f'petpark-20200101T000000-{2 ** 22 + 7}-1{request_log.PARTIAL_SUFFIX}').write_bytes(b'')  # no writer
+    assert logs.complete_until(str(tmp_path), now[0] + 100) == now[0]
+    files.finish()
+    assert logs.complete_until(str(tmp_path), now[0] + 100) == now[0] + 100
