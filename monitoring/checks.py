@@ -20,9 +20,13 @@ from petpark.monitoring.baseline import Baseline
 
 PASS, BREACH, INCONCLUSIVE = 'PASS', 'BREACH', 'INCONCLUSIVE'
 SERVING_ENVIRONMENT = 'SERVING'
-# what a window's statistics hold: what a client sends and what ingestion derives at serving too
+# what a window's statistics hold: what a client sends and what ingestion derives from it
 SERVED = (features.IMAGE_KEY, features.IMAGE_ID_KEY, features.WIDTH_KEY, features.HEIGHT_KEY, features.BRIGHTNESS_KEY,
-          features.GRAYSCALE_KEY, features.LIGHTING_KEY, features.CAMERA_KEY, features.CAPTURED_AT_KEY)
+          features.GRAYSCALE_KEY, features.LIGHTING_KEY, features.CAMERA_KEY, features.CAPTURED_AT_KEY,
+          features.BRIGHTNESS_BUCKET_KEY, features.RESOLUTION_BUCKET_KEY, features.ASPECT_BUCKET_KEY)
+# a slice's evaluated accuracy counts as this many examples more at the overall accuracy, so that a
+# slice of 10 photos that were all right does not promise 100%
+PRIOR_EXAMPLES = 20
 ESTIMATE_FEATURES = (features.LIGHTING_KEY, features.BRIGHTNESS_BUCKET_KEY, features.GRAYSCALE_KEY,
                      features.RESOLUTION_BUCKET_KEY, features.ASPECT_BUCKET_KEY, features.CAMERA_KEY)
 
@@ -55,9 +59,18 @@ def comparison(window_statistics, reference, baseline: Baseline, kind: str, size
     return anomalies, table
 
 
+def slice_accuracy(entry: Dict[str, Any], overall: float) -> float:
+    """A slice's evaluated accuracy, drawn toward the overall one by PRIOR_EXAMPLES (unseen: overall)."""
+    accuracy, count = entry.get('accuracy'), entry.get('example_count') or 0
+    if accuracy is None:
+        return overall
+    return (accuracy * count + overall * PRIOR_EXAMPLES) / (count + PRIOR_EXAMPLES)
+
+
 def estimate(rows, baseline: Baseline) -> Dict[str, Any]:
     """Accuracy without labels: for each slice feature, the live share of each value times its
-    evaluated accuracy; the estimate of the feature whose shares moved most is the window's."""
+    evaluated accuracy (small slices drawn toward the overall accuracy); the estimate of the feature
+    whose shares moved most is the window's."""
     slices, overall = baseline.record.get('slices', {}), baseline.record.get('overall_accuracy')
     best = None
     for feature in ESTIMATE_FEATURES:
@@ -68,19 +81,20 @@ def estimate(rows, baseline: Baseline) -> Dict[str, Any]:
         if not live:
             continue
         reference = {value: entry.get('share') or 0.0 for value, entry in known.items()}
-        accuracy = sum(share * (known.get(value, {}).get('accuracy') or overall) for value, share in live.items())
+        accuracy = sum(share * slice_accuracy(known.get(value, {}), overall) for value, share in live.items())
         moved = 0.5 * sum(abs(live.get(v, 0.0) - reference.get(v, 0.0)) for v in set(live) | set(reference))
         grown = max(live, key=lambda v: live[v] - reference.get(v, 0.0))
         found = {'accuracy': float(accuracy), 'feature': feature, 'moved': float(moved), 'value': grown,
                  'share_before': reference.get(grown, 0.0), 'share_now': live[grown],
-                 'accuracy_of_value': known.get(grown, {}).get('accuracy'), 'evaluated_accuracy': overall}
+                 'accuracy_of_value': known.get(grown, {}).get('accuracy'),
+                 'examples_of_value': known.get(grown, {}).get('example_count'), 'evaluated_accuracy': overall}
         if best is None or moved > best['moved']:
             best = found
     if best is not None:
-        of_value = best['accuracy_of_value']
+        of_value, count = best['accuracy_of_value'], best['examples_of_value']
+        evaluated = 'not evaluated' if of_value is None else f'{of_value:.2f} (n={count:.0f})'
         best['message'] = (f"{best['feature']}={best['value']} frames {best['share_before']:.0%} -> "
-                           f"{best['share_now']:.0%}; accuracy on {best['value']} "
-                           f"{'unknown' if of_value is None else f'{of_value:.2f}'}; estimated accuracy "
+                           f"{best['share_now']:.0%}; accuracy on {best['value']} {evaluated}; estimated accuracy "
                            f"{best['accuracy']:.3f} (evaluated {overall:.3f})")
     return best or {}
 

@@ -1,10 +1,9 @@
 """A served frame's features, computed by the ingestion component's own per-image functions, so
 that live features equal training features: brightness, grayscale, width and height
 (images.decode_image_file), the image buckets (features.image_buckets) and day or night
-(records.LightingRule on the capture time: the one a client sent, else the time the frame was
-served, on this machine's clock, as metadata.csv's capture times are local). An image is
-size-checked from its header before it is decoded."""
-import datetime
+(records.LightingRule: from the capture time a client sent, else from brightness, as ingestion
+decides for a photo without a metadata row). An image is size-checked from its header before it
+is decoded."""
 import io
 from typing import Any, Dict, Optional, Tuple
 
@@ -55,7 +54,6 @@ def frame_features(frame: Frame) -> Tuple[Optional[Dict[str, Any]], Optional[str
                                            features.GRAYSCALE_KEY)}
     found.update(features.image_buckets(found[features.WIDTH_KEY], found[features.HEIGHT_KEY],
                                         found[features.BRIGHTNESS_KEY]))
-    captured_at = frame.captured_at or datetime.datetime.fromtimestamp(frame.timestamp).isoformat()
-    found[features.LIGHTING_KEY] = LIGHTING.of(captured_at, found[features.BRIGHTNESS_KEY])
+    found[features.LIGHTING_KEY] = LIGHTING.of(frame.captured_at, found[features.BRIGHTNESS_KEY])
     found[features.CAMERA_KEY] = frame.camera or None
     return found, None

@@ -46,7 +46,8 @@ def run_baseline(inputs, uri, **parameters):
 def test_a_baseline_holds_references_and_a_threshold_per_check_and_size(inputs, tmp_path):
     baseline = run_baseline(inputs, str(tmp_path / 'baseline'))
     record = json.load(open(tmp_path / 'baseline' / executor.BASELINE_FILE))
-    checks = {f'skew:{f}' for f in ('brightness', 'width', 'height', 'is_grayscale', 'lighting', 'camera_id')}
+    checks = {f'skew:{f}' for f in ('brightness', 'resolution_bucket', 'aspect_bucket', 'is_grayscale', 'lighting',
+                                    'camera_id')}
     assert checks | {'prediction:score', 'prediction:uncertain'} <= set(record['thresholds'])
     for check, table in record['thresholds'].items():
         assert sorted(table, key=int) == [str(n) for n in SIZES], check

@@ -19,12 +19,14 @@ def frames(n, rng, darken=1.0, grayscale=0.1, width=96, camera='cam-01'):
     """Frame features as monitoring computes them, with the score a model would give."""
     gray = rng.rand(n) < grayscale
     brightness = np.clip(rng.beta(5, 5, n) * darken, 0, 1).astype(np.float32)
+    buckets = [features.image_buckets(width, 96, b) for b in brightness]
     table = pd.DataFrame({
         features.IMAGE_KEY: [b'\xff\xd8jpeg'] * n, features.IMAGE_ID_KEY: [f'f{i}' for i in range(n)],
         features.WIDTH_KEY: np.full(n, width), features.HEIGHT_KEY: np.full(n, 96),
         features.BRIGHTNESS_KEY: brightness, features.GRAYSCALE_KEY: gray.astype(int),
         features.LIGHTING_KEY: np.where(gray, 'night', 'day'), features.CAMERA_KEY: [camera] * n,
-        features.BRIGHTNESS_BUCKET_KEY: [features.bucket(b, features.BRIGHTNESS_BUCKETS) for b in brightness]})
+        **{key: [b[key] for b in buckets] for key in (features.BRIGHTNESS_BUCKET_KEY, features.RESOLUTION_BUCKET_KEY,
+                                                      features.ASPECT_BUCKET_KEY)}})
     scores = np.where(rng.rand(n) < 0.5, rng.beta(8, 2, n), rng.beta(2, 8, n)).astype(np.float32)
     return table, scores
 
@@ -36,7 +38,7 @@ def baseline():
     schema = tfdv.load_schema_text(schemas.SCHEMA_FILE)
     training, _ = frames(2000, rng)
     held_out, held_scores = frames(300, rng)
-    training_statistics = drift.statistics(training[list(checks.SERVED[2:-1])], schema)
+    training_statistics = drift.statistics(training[[c for c in checks.SERVED[2:] if c in training]], schema)
     monitored = held_out[[c for c in sorted(set(drift.comparators(schema, 'skew'))) if c in held_out]].copy()
     monitored[drift.SCORE_FEATURE] = held_scores
     thresholds, _ = drift.calibrate(monitored, training_statistics, schema, SIZES, 20, 0.01, seed=1)
@@ -45,8 +47,9 @@ def baseline():
               'scores': {'histogram': drift.score_histogram(held_scores).tolist(), 'bins': drift.SCORE_BINS.tolist(),
                          'uncertain_share': drift.uncertain_share(held_scores)},
               'checks': {'skew': drift.comparators(schema, 'skew')},
-              'slices': {features.LIGHTING_KEY: {'day': {'accuracy': 0.95, 'share': shares['day']},
-                                                 'night': {'accuracy': 0.6, 'share': shares['night']}}}}
+              'slices': {features.LIGHTING_KEY: {'day': {'accuracy': 0.95, 'share': shares['day'], 'example_count': 270},
+                                                 'night': {'accuracy': 0.6, 'share': shares['night'],
+                                                           'example_count': 30}}}}
     return Baseline('memory://baseline', record, training_statistics, schema)
 
 
@@ -54,7 +57,8 @@ def test_an_in_distribution_window_passes(baseline):
     table, scores = frames(80, np.random.RandomState(7))
     checked = checks.check_window(table, scores, baseline)
     assert checked.verdict == checks.PASS, checked.reasons
-    assert set(checked.numbers['skew']) == {'brightness', 'width', 'height', 'is_grayscale', 'lighting', 'camera_id'}
+    assert set(checked.numbers['skew']) == {'brightness', 'is_grayscale', 'lighting', 'camera_id', 'resolution_bucket',
+                                            'aspect_bucket'}
     assert all(entry['threshold'] > 0 for entry in checked.numbers['skew'].values())
     assert checked.anomalies['schema'].anomaly_info == {}
 
@@ -81,8 +85,10 @@ def test_more_night_frames_lower_the_label_free_estimate_and_say_why(baseline):
     estimate = checks.check_window(table, scores, baseline).numbers['estimate']
     assert estimate['feature'] == features.LIGHTING_KEY and estimate['value'] == 'night'
     live_night = (table[features.LIGHTING_KEY] == 'night').mean()
-    assert estimate['accuracy'] == pytest.approx(0.95 * (1 - live_night) + 0.6 * live_night)
-    assert estimate['message'].startswith('lighting=night frames 10% -> ') and 'accuracy on night 0.60' in estimate['message']
+    day, night = (0.95 * 270 + 0.9 * 20) / 290, (0.6 * 30 + 0.9 * 20) / 50  # drawn toward the overall 0.9
+    assert estimate['accuracy'] == pytest.approx(day * (1 - live_night) + night * live_night)
+    assert estimate['message'].startswith('lighting=night frames 10% -> ')
+    assert 'accuracy on night 0.60 (n=30)' in estimate['message']
 
 
 def test_drifting_scores_breach_prediction_drift(baseline):
@@ -103,10 +109,10 @@ def test_a_window_too_small_or_without_baseline_is_inconclusive_never_pass(basel
 def test_drift_is_measured_against_the_previous_accepted_window(baseline):
     rng = np.random.RandomState(14)
     previous, _ = frames(80, rng)
-    table, scores = frames(80, rng, width=160)
+    table, scores = frames(80, rng, width=160)  # 96x96 frames become 160x96: landscape
     served = previous[[c for c in checks.SERVED if c in previous]]
     checked = checks.check_window(table, scores, baseline, drift.statistics(served, baseline.schema))
-    assert checked.numbers['drift']['width']['breach'] and 'width' in checked.anomalies['drift'].anomaly_info
+    assert checked.numbers['drift']['aspect_bucket']['breach'] and 'aspect_bucket' in checked.anomalies['drift'].anomaly_info
 
 
 def test_thresholds_are_interpolated_between_calibrated_sizes_and_none_below():

@@ -124,13 +124,13 @@ def test_live_features_equal_ingestion_features(shared_dir_or_none, tmp_path):
     assert compared == 200
 
 
-def test_without_a_capture_time_the_serving_time_decides_day_or_night():
-    image = jpeg(3)
-
-    def served_at(text):
-        return logs.Frame('r', int(time.mktime(time.strptime(text, '%Y-%m-%d %H:%M'))), 'petpark', 1, 's', '', image)
-    assert frames.frame_features(served_at('2026-06-01 12:00'))[0][features.LIGHTING_KEY] == 'day'
-    assert frames.frame_features(served_at('2026-06-01 23:30'))[0][features.LIGHTING_KEY] == 'night'
+def test_without_a_capture_time_brightness_decides_day_or_night_as_in_ingestion():
+    dark = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 30, dtype=np.uint8)).save(dark, format='JPEG')
+    for image, lighting in ((jpeg(3), 'day'), (dark.getvalue(), 'night')):
+        frame = logs.Frame('r', int(time.mktime(time.strptime('2026-06-01 23:30', '%Y-%m-%d %H:%M'))), 'petpark', 1, 's',
+                           '', image)
+        assert frames.frame_features(frame)[0][features.LIGHTING_KEY] == lighting
 
 
 def test_a_window_ends_where_a_running_writer_began_its_unfinished_file(tmp_path):
