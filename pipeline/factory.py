@@ -12,7 +12,6 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_validator.component import ExampleValidator
-from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
@@ -25,6 +24,7 @@ from tfx.types import channel, standard_artifacts
 
 from petpark import modules, schemas
 from petpark.components.anomalies_gate.component import AnomaliesGate
+from petpark.components.curated_schema.component import CuratedSchemaGen
 from petpark.components.image_example_gen.component import ImageExampleGen
 from petpark.components.image_example_gen.executor import HOLDOUT_SPLIT
 from petpark.components.model_card.component import ModelCardGenerator
@@ -108,7 +108,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, input_base: str, 
                     code_version: str, metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig],
                     beam_pipeline_args: Sequence[str], stop_after: Optional[str] = None,
                     user_code_from: str = 'wheel') -> tfx_pipeline.Pipeline:
-    """ImageExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomaliesGate
+    """ImageExampleGen -> ImportSchemaGen (CuratedSchemaGen) -> StatisticsGen -> ExampleValidator -> AnomaliesGate
     -> Transform -> Tuner (optional) -> Trainer -> Evaluator (vs latest blessed)
     -> ServingValidator (optional) -> Pusher -> OnnxExporter (optional) -> ModelCardGenerator
     -> MonitoringBaselineGen (optional).
@@ -131,7 +131,7 @@ def create_pipeline(*, pipeline_name: str, pipeline_root: str, input_base: str, 
         holdout_pattern=data.holdout_pattern, train_fraction=data.train_fraction,
         max_bad_fraction=data.max_bad_fraction, max_file_bytes=data.max_file_bytes,
         allow_symlinks_outside_root=data.allow_symlinks_outside_root)
-    schema_gen = ImportSchemaGen(schema_file=schemas.SCHEMA_FILE)
+    schema_gen = CuratedSchemaGen(schema_file=schemas.SCHEMA_FILE).with_id('ImportSchemaGen')
     # with the schema, categorical integer features (is_grayscale) get category counts, as in monitoring
     statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'], schema=schema_gen.outputs['schema'])
     example_validator = ExampleValidator(statistics=statistics_gen.outputs['statistics'],
