@@ -7,25 +7,27 @@ run in separate batches. More than `max_enqueued_batches` waiting batches: RESOU
 """
 import bisect
 import collections
+import logging
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import grpc
 import numpy as np
 
 from petpark.serving import errors
+from petpark.serving.log_limits import RateLimitedLog
 from petpark.serving.metrics import ServingMetrics
 from petpark.serving.model_store import Servable
 
 DEFAULTS = {'max_batch_size': 1000, 'batch_timeout_micros': 0, 'max_enqueued_batches': 1000,
             'num_batch_threads': 4}
+_log = RateLimitedLog(logging.getLogger('petpark.serving.batching'))
 
 
 class _Task:
-    def __init__(self, inputs: Dict[str, np.ndarray], rows: int):
-        self.inputs, self.rows = inputs, rows
-        self.enqueued = time.monotonic()
+    def __init__(self, inputs: Dict[str, np.ndarray], rows: int, enqueued: float):
+        self.inputs, self.rows, self.enqueued = inputs, rows, enqueued
         self.done = threading.Event()
         self.outputs: Optional[Dict[str, np.ndarray]] = None
         self.error: Optional[Exception] = None
@@ -37,11 +39,13 @@ def _value(params, name: str) -> int:
 
 
 class BatchingServable(Servable):
-    """Wraps a loaded servable: `run` goes through a batch queue; everything else is the model's."""
+    """Wraps a loaded servable: `run` goes through a batch queue; everything else is the model's.
+    `clock` (seconds, monotonic) times the batch timeout."""
 
-    def __init__(self, inner, params, metrics: ServingMetrics, model_name: str):
+    def __init__(self, inner, params, metrics: ServingMetrics, model_name: str,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
-        self.inner, self.metrics, self.model_name = inner, metrics, model_name
+        self.inner, self.metrics, self.model_name, self.clock = inner, metrics, model_name, clock
         self.max_batch_size = _value(params, 'max_batch_size')
         self.timeout = _value(params, 'batch_timeout_micros') / 1e6
         self.max_enqueued = _value(params, 'max_enqueued_batches')
@@ -77,7 +81,7 @@ class BatchingServable(Servable):
         rows = {len(v) if np.ndim(v) else -1 for v in inputs.values()}
         if len(rows) != 1 or -1 in rows or not inputs:
             return None
-        task = _Task(inputs, rows.pop())
+        task = _Task(inputs, rows.pop(), self.clock())
         if task.rows > self.max_batch_size:
             raise errors.invalid_argument(f'Task size {task.rows} is larger than maximum input batch size '
                                           f'{self.max_batch_size}')
@@ -102,7 +106,7 @@ class BatchingServable(Servable):
                     self._ready.wait()
                     continue
                 key = min(self._queues, key=lambda k: self._queues[k][0].enqueued)
-                remaining = self._queues[key][0].enqueued + self.timeout - time.monotonic()
+                remaining = self._queues[key][0].enqueued + self.timeout - self.clock()
                 if self._queued_rows[key] >= self.max_batch_size or remaining <= 0:
                     batch = self._pop_batch(key)
                     if self._queues:
@@ -123,23 +127,32 @@ class BatchingServable(Servable):
         return batch
 
     def _work(self) -> None:
+        """A batch thread: takes and runs batches until closed. An error outside any batch is logged
+        and the thread goes on after a pause (a dead thread would leave its queue waiting forever)."""
         while True:
-            taken = self._take_batch()
+            try:
+                taken = self._take_batch()
+            except Exception as e:
+                _log.error('batch thread of model %s: %s: %s; it goes on', self.model_name, type(e).__name__, e)
+                with self._ready:
+                    self._ready.wait(0.1)
+                continue
             if taken is None:
                 return
             (signature_name, output_filter, _), batch = taken
             self._run_batch(signature_name, output_filter, batch)
 
     def _run_batch(self, signature_name, output_filter, batch: List[_Task]) -> None:
+        """Runs one batch; never raises: every task of the batch gets the outputs or the error."""
         rows = sum(t.rows for t in batch)
         size = self.allowed[bisect.bisect_left(self.allowed, rows)] if self.allowed else rows
-        inputs = {}
-        for alias in batch[0].inputs:
-            stacked = np.concatenate([np.asarray(t.inputs[alias]) for t in batch])
-            if size > rows:  # pad by repeating the last row, as TF Serving's batcher does
-                stacked = np.concatenate([stacked, np.repeat(stacked[-1:], size - rows, axis=0)])
-            inputs[alias] = stacked
         try:
+            inputs = {}
+            for alias in batch[0].inputs:
+                stacked = np.concatenate([np.asarray(t.inputs[alias]) for t in batch])
+                if size > rows:  # pad by repeating the last row, as TF Serving's batcher does
+                    stacked = np.concatenate([stacked, np.repeat(stacked[-1:], size - rows, axis=0)])
+                inputs[alias] = stacked
             outputs = self.inner.run(signature_name, inputs, output_filter)
             if any(np.ndim(v) == 0 or len(v) != size for v in outputs.values()):
                 raise errors.ServingError(grpc.StatusCode.INTERNAL, 'Batched outputs do not have the batch dimension')

@@ -96,6 +96,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             self.limits.check_inputs(inputs)
             with self.store.acquire(name, version, label) as servable:
                 labels['version'] = str(servable.version)
+                tensor_proto.check_dtypes(request.inputs, servable.signature(signature_name))
                 outputs = servable.run(signature_name, inputs, list(request.output_filter))
             response = predict_pb2.PredictResponse()
             self._fill_spec(response.model_spec, name, servable.version, signature_name)
@@ -188,11 +189,18 @@ class GrpcServer:
     @staticmethod
     async def _create(store, metrics, pool, limits) -> grpc.aio.Server:
         grace_ms = 30_000
+        handshake_ms = int(limits.grpc_handshake_timeout_seconds * 1000)
         server = grpc.aio.server(options=[
             ('grpc.max_receive_message_length', limits.max_request_bytes),
             ('grpc.max_send_message_length', limits.max_request_bytes),
+            ('grpc.max_allowed_incoming_connections', limits.max_grpc_connections),
+            # Advertised to clients, which queue calls beyond it. gRPC's overload protection would also
+            # count streams that ended but are not yet freed, refusing calls within the advertised
+            # number (RST_STREAM REFUSED_STREAM): a transport error a well-behaved client cannot avoid.
             ('grpc.max_concurrent_streams', limits.grpc_max_streams_per_connection),
-            ('grpc.server_handshake_timeout_ms', int(limits.request_timeout_seconds * 1000)),
+            ('grpc.http.overload_protection', 0),
+            ('grpc.server_handshake_timeout_ms', handshake_ms),
+            ('grpc.http2.settings_timeout', handshake_ms),
             ('grpc.max_connection_idle_ms', int(limits.grpc_idle_timeout_seconds * 1000)),
             ('grpc.max_connection_age_ms', int(limits.grpc_max_connection_age_seconds * 1000)),
             ('grpc.max_connection_age_grace_ms', grace_ms),
@@ -217,11 +225,3 @@ class GrpcServer:
         self._background.run(self._server.stop(grace))
         self._background.close()
 
-
-def make_server(store: ModelStore, host: str, port: int, metrics: Optional[ServingMetrics] = None,
-                pool: Optional[InferencePool] = None, limits: Optional[Limits] = None) -> Tuple[GrpcServer, int]:
-    """A gRPC server, bound and ready to start; returns it and the bound port."""
-    limits = limits or Limits()
-    pool = pool or InferencePool(workers=64, max_inflight=limits.max_inflight_requests)
-    server = GrpcServer(store, host, port, metrics or ServingMetrics(), pool, limits)
-    return server, server.port

@@ -3,6 +3,8 @@
 import base64
 import binascii
 import json
+import math
+import re
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -20,12 +22,41 @@ _TYPE_NAMES = {types_pb2.DT_FLOAT: 'float', types_pb2.DT_DOUBLE: 'double', types
                types_pb2.DT_INT64: 'int64', types_pb2.DT_STRING: 'string', types_pb2.DT_BOOL: 'bool'}
 
 
+# Where a number may not fit a double: an exponent of 3 digits or more, or 309 digits in a row.
+_MAYBE_TOO_BIG = re.compile(rb'[eE]\+?[0-9]{3}|[0-9]{309}')
+
+
+def _number_too_big(text: str) -> errors.ServingError:
+    shown = text if len(text) <= 40 else f'{text[:20]}...({len(text)} characters)'
+    return errors.invalid_argument(f'JSON Parse error: Number too big to be stored in double: {shown}')
+
+
+def _parse_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; beyond double's range (1e999) it is an error, as in
+    TF Serving (NaN and Infinity, written as such, stay accepted)."""
+    value = float(text)
+    if math.isinf(value):
+        raise _number_too_big(text)
+    return value
+
+
+def _parse_int(text: str) -> int:
+    """A JSON integer; one longer than Python converts (4,300 digits) is an error, not a crash."""
+    try:
+        return int(text)
+    except ValueError:
+        raise _number_too_big(text) from None
+
+
 def parse_body(body: bytes, limits: Limits) -> Dict[str, Any]:
     """The request's JSON object, or TF Serving's parse errors."""
     if not body.strip():
         raise errors.invalid_argument('JSON Parse error: The document is empty')
     try:
-        document = json.loads(body)
+        if _MAYBE_TOO_BIG.search(body):  # rare: check every number (a third slower)
+            document = json.loads(body, parse_float=_parse_float, parse_int=_parse_int)
+        else:
+            document = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise errors.invalid_argument(f'JSON Parse error: Invalid value. at offset: {getattr(e, "pos", 0)}') from None
     except RecursionError:

@@ -4,7 +4,7 @@ The one place that says which folders are versions: the server, `petpark promote
 and the edge and card publishers all ask here.
 """
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 SAVED_MODEL_FILE = 'saved_model.pb'
 INT64_MAX = 2 ** 63 - 1
@@ -32,10 +32,12 @@ def is_out_of_range(name: str) -> bool:
     return name.isascii() and name.isdigit() and version_of(name) is None
 
 
-def version_folders(base_path: str, marker: str = SAVED_MODEL_FILE, files=LocalFiles) -> Dict[int, str]:
+def version_folders(base_path: str, marker: str = SAVED_MODEL_FILE, files=LocalFiles,
+                    on_out_of_range: Optional[Callable[[str], None]] = None) -> Dict[int, str]:
     """{version: its folder} under `base_path` for folders that hold `marker` (TFX's Pusher copies
     saved_model.pb last, so a version without it is still being written). `files`: LocalFiles,
-    or TFX's fileio module for any filesystem."""
+    or TFX's fileio module for any filesystem. `on_out_of_range(name)` hears of each ignored
+    name of digits beyond int64, for the caller to log."""
     if not files.isdir(base_path):
         return {}
     found = {}
@@ -43,6 +45,8 @@ def version_folders(base_path: str, marker: str = SAVED_MODEL_FILE, files=LocalF
         version, folder = version_of(name), os.path.join(base_path, name.rstrip('/'))
         if version is not None and files.exists(os.path.join(folder, marker)):
             found[version] = folder
+        elif on_out_of_range and is_out_of_range(name):
+            on_out_of_range(name.rstrip('/'))
     return found
 
 
@@ -51,10 +55,10 @@ def complete_versions(base_path: str, marker: str = SAVED_MODEL_FILE, files=Loca
     return sorted(version_folders(base_path, marker, files))
 
 
-def versions_on_disk(base_path: str) -> Dict[int, float]:
+def versions_on_disk(base_path: str, on_out_of_range: Optional[Callable[[str], None]] = None) -> Dict[int, float]:
     """{version: saved_model.pb mtime} for complete version folders of a local base path."""
     found = {}
-    for version, folder in version_folders(base_path).items():
+    for version, folder in version_folders(base_path, on_out_of_range=on_out_of_range).items():
         try:
             found[version] = os.path.getmtime(os.path.join(folder, SAVED_MODEL_FILE))
         except FileNotFoundError:  # removed since it was listed

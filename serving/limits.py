@@ -32,8 +32,10 @@ class Limits:
     max_json_depth: int = 32
     max_inflight_requests: int = 256
     max_rest_connections: int = 512
+    max_grpc_connections: int = 1024
     rest_idle_timeout_seconds: float = 30.0
     request_timeout_seconds: float = 30.0
+    grpc_handshake_timeout_seconds: float = 5.0
     grpc_idle_timeout_seconds: float = 300.0
     grpc_max_streams_per_connection: int = 128
     grpc_max_connection_age_seconds: float = 600.0
@@ -46,11 +48,16 @@ class Limits:
         'max_json_depth': 'nesting depth of a REST JSON body',
         'max_inflight_requests': 'requests waiting for or running in a model, REST and gRPC together; '
                                  'beyond it RESOURCE_EXHAUSTED / 429',
-        'max_rest_connections': 'open REST connections; further ones are closed at once',
+        'max_rest_connections': 'open REST connections (lowered to fit the open-files limit); beyond it the oldest '
+                                'connection with no request in progress is closed, or the new one when all are busy',
+        'max_grpc_connections': 'open gRPC connections (lowered to fit the open-files limit); further ones are closed at once',
         'rest_idle_timeout_seconds': 'a REST connection with no request in progress is closed after this',
-        'request_timeout_seconds': "a REST request's body, and a gRPC connection's handshake, must arrive within this",
+        'request_timeout_seconds': "a REST request's body must arrive within this",
+        'grpc_handshake_timeout_seconds': 'a gRPC connection must finish its HTTP/2 handshake (preface, SETTINGS and '
+                                          'the SETTINGS acknowledgement) within this',
         'grpc_idle_timeout_seconds': 'a gRPC connection with no call in progress is closed after this',
-        'grpc_max_streams_per_connection': 'concurrent gRPC calls on one connection (HTTP/2 streams)',
+        'grpc_max_streams_per_connection': 'concurrent gRPC calls on one connection (HTTP/2 MAX_CONCURRENT_STREAMS); '
+                                           'further calls wait in the client until one ends, none is refused',
         'grpc_max_connection_age_seconds': 'a gRPC connection is asked to go away after this (calls in '
                                            'progress get 30 s more); clients reconnect',
     }
@@ -96,6 +103,25 @@ class Limits:
         for pixels, described in _images_in(data):
             if pixels > self.max_image_pixels:
                 raise self.exceeded('max_image_pixels', described, f'The pixel count of an image in input {alias}')
+
+
+# Descriptors kept out of the connection budget: 128 for model files being loaded, logs, TensorFlow's and
+# gRPC's own, and 128 for connections accepted only to be closed (the REST loop accepts up to its listen
+# backlog, 32, at once before it closes any). A tiny open-files limit still gets some connections.
+RESERVED_DESCRIPTORS = 256
+MIN_CONNECTION_BUDGET = 16
+
+
+def fit_connections(limits: Limits, open_files_limit: int, open_now: int, rest: bool) -> Limits:
+    """`limits` with max_grpc_connections and max_rest_connections lowered so that connections cannot take
+    the descriptors the server needs: the open-files limit less those open now and RESERVED_DESCRIPTORS,
+    REST (when served) taking at most half. The flags still cap each API."""
+    budget = max(open_files_limit - open_now - RESERVED_DESCRIPTORS, MIN_CONNECTION_BUDGET)
+    if not rest:
+        return dataclasses.replace(limits, max_grpc_connections=min(limits.max_grpc_connections, budget))
+    rest_connections = min(limits.max_rest_connections, budget // 2)
+    return dataclasses.replace(limits, max_rest_connections=rest_connections,
+                               max_grpc_connections=min(limits.max_grpc_connections, budget - rest_connections))
 
 
 def positive(kind: type):

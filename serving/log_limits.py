@@ -3,14 +3,14 @@ makes the server fail the same way thousands of times a second cannot flood its 
 import logging
 import threading
 import time
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 
 class RateLimitedLog:
-    """Logs each message format at most once every `interval_seconds`."""
+    """Logs each message format at most once every `interval_seconds` of `clock`."""
 
-    def __init__(self, logger: logging.Logger, interval_seconds: float = 10.0):
-        self._logger, self._interval = logger, interval_seconds
+    def __init__(self, logger: logging.Logger, interval_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self._logger, self._interval, self._clock = logger, interval_seconds, clock
         self._lock = threading.Lock()
         self._seen: Dict[str, Tuple[float, int]] = {}  # format -> (last logged, left out since)
 
@@ -21,7 +21,7 @@ class RateLimitedLog:
         self.log(logging.ERROR, message, *args)
 
     def log(self, level: int, message: str, *args) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             last, left_out = self._seen.get(message, (float('-inf'), 0))
             if now - last < self._interval:

@@ -1,5 +1,6 @@
 """`petpark serve`: a model server with TF Serving's flags, REST and gRPC wire contract."""
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -7,6 +8,7 @@ import threading
 from tensorflow_serving.config import model_server_config_pb2
 
 from petpark.serving import config_protos, limits
+from petpark.serving.log_limits import RateLimitedLog
 
 DEFAULT_METRICS_PATH = '/monitoring/prometheus/metrics'
 
@@ -67,23 +69,31 @@ class ConfigWatcher:
         self._stamp = os.path.getmtime(args.model_config_file)
 
     def poll(self) -> str:
-        """'unchanged', 'reloaded' or the error that kept the old config."""
+        """'unchanged', 'reloaded' or the error that kept the old config. Any other failure (the file
+        unreadable for now) raises and leaves the change to be read again."""
         from petpark.serving import errors
         stamp = os.path.getmtime(self.args.model_config_file)
         if stamp == self._stamp:
             return 'unchanged'
-        self._stamp = stamp
         try:
             self.store.reload_config(read_config(self.args))
         except (ValueError, errors.ServingError) as e:
+            self._stamp = stamp
             return f'kept the previous config: {getattr(e, "message", e)}'
+        self._stamp = stamp
         return 'reloaded'
 
+    def _report(self) -> None:
+        result = self.poll()
+        if result != 'unchanged':
+            print(f'{self.args.model_config_file}: {result}', flush=True)
+
     def run(self, stopped: threading.Event) -> None:
-        while not stopped.wait(self.args.model_config_file_poll_wait_seconds):
-            result = self.poll()
-            if result != 'unchanged':
-                print(f'{self.args.model_config_file}: {result}', flush=True)
+        """Polls until `stopped`; a failed poll is logged and retried, never ends the thread."""
+        from petpark.serving.concurrency import repeat_until_stopped
+        log = RateLimitedLog(logging.getLogger('petpark.serving.config'))
+        repeat_until_stopped(self._report, self.args.model_config_file_poll_wait_seconds, stopped,
+                             f'reading {self.args.model_config_file}', log)
 
 
 def configure_tensorflow(args: argparse.Namespace) -> None:
@@ -107,6 +117,11 @@ def make_loader(args: argparse.Namespace, metrics):
         params = config_protos.parse_text(args.batching_parameters_file, config_protos.BatchingParameters)
     return lambda name, path, version: batching.BatchingServable(
         tf_servable.load(name, path, version), params, metrics, name)
+
+
+def open_descriptors() -> int:
+    """Descriptors this process has open now."""
+    return len(os.listdir('/proc/self/fd')) if os.path.isdir('/proc/self/fd') else 0
 
 
 def raise_open_files_limit() -> int:
@@ -143,8 +158,12 @@ def serve(args: argparse.Namespace) -> int:
         monitoring = config_protos.parse_text(args.monitoring_config_file, config_protos.MonitoringConfig)
         if monitoring.prometheus_config.enable:
             metrics_path = monitoring.prometheus_config.path or DEFAULT_METRICS_PATH
-    print(f'open files limit {raise_open_files_limit()}', flush=True)
+    open_files_limit = raise_open_files_limit()
     store.start(args.file_system_poll_wait_seconds)
+    bounds = limits.fit_connections(bounds, open_files_limit, open_descriptors(), rest=bool(args.rest_api_port))
+    rest_connections = f'at most {bounds.max_rest_connections}' if args.rest_api_port else 'off'
+    print(f'connections: gRPC at most {bounds.max_grpc_connections}, REST {rest_connections} '
+          f'(open files limit {open_files_limit})', flush=True)
     pool = InferencePool(args.inference_threads, bounds.max_inflight_requests)
     grpc_server = GrpcServer(store, args.host, args.port, metrics, pool, bounds).start()
     print(f'gRPC (PredictionService, ModelService) at {args.host}:{grpc_server.port}', flush=True)

@@ -7,23 +7,30 @@
 - Availability preserving: an old version is unloaded only once a newer aspired version is
   AVAILABLE, so a version that fails to load (END with its error) never replaces a working
   one. An unloaded version stops taking requests at once and finishes those in flight.
+- Deleting a version folder unloads that version once another aspired one serves; a version
+  unloaded earlier loads again when it becomes aspired (deleting the newest rolls back). With no
+  version folder left, every version is unloaded; a base path that is gone changes nothing (both
+  as in TF Serving). Folder names of digits beyond int64 are ignored, and logged once.
 - Labels (`stable`, `canary`, ...) name versions; a label may only point at an AVAILABLE one.
 """
 import dataclasses
 import logging
 import os
 import threading
-from typing import Callable, Collection, Dict, Iterator, List, Optional
+from typing import Callable, Collection, Dict, Iterator, List, Optional, Set, Tuple
 from contextlib import contextmanager
 
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from petpark.serving import errors
+from petpark.serving.concurrency import repeat_until_stopped
 from petpark.serving.layout import versions_on_disk
+from petpark.serving.log_limits import RateLimitedLog
 
 State = get_model_status_pb2.ModelVersionStatus.State
 _log = logging.getLogger('petpark.serving.models')
+_poll_log = RateLimitedLog(_log)
 
 
 class Servable:
@@ -111,9 +118,11 @@ class ModelStore:
         validate_config(config)
         self._loader = loader
         self._lock = threading.RLock()
+        self._poll_lock = threading.Lock()  # one pass at a time: the poll thread's or a reload's
         self._models = {m.name: ModelRecord(m) for m in config.model_config_list.config}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._reported_folders: Set[Tuple[str, str]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, poll_seconds: float) -> None:
@@ -130,18 +139,30 @@ class ModelStore:
             self._thread.join()
 
     def _poll_loop(self, poll_seconds: float) -> None:
-        while not self._stop.wait(poll_seconds):
-            self.poll()
+        repeat_until_stopped(self.poll, poll_seconds, self._stop, 'polling the model folders', _poll_log)
 
     def poll(self) -> None:
-        """One pass: load newly aspired versions, then unload what they replace."""
+        """One pass: load newly aspired versions, then unload what they replace. A model that cannot
+        be polled (e.g. no descriptor left to list its folder) does not keep the others from it; the
+        pass then raises, naming each such model."""
         with self._lock:
             models = list(self._models.values())
-        for model in models:
-            self._poll_model(model)
+        failures = []
+        with self._poll_lock:
+            for model in models:
+                try:
+                    self._poll_model(model)
+                except Exception as e:
+                    failures.append(f'model {model.config.name}: {type(e).__name__}: {e}')
+        if failures:
+            raise RuntimeError('; '.join(failures))
 
     def _poll_model(self, model: ModelRecord) -> None:
-        on_disk = versions_on_disk(model.config.base_path)
+        base_path = model.config.base_path
+        if not os.path.isdir(base_path):
+            _poll_log.warning('model %s: base path %s not found; its versions stay as they are', model.config.name, base_path)
+            return
+        on_disk = versions_on_disk(base_path, on_out_of_range=lambda name: self._report_folder(model, name))
         while True:  # until every aspired version is loaded or has failed (each version loads once)
             failed = [v for v, r in model.versions.items()
                       if r.state == State.END and r.error and r.stamp == on_disk.get(v)]
@@ -152,17 +173,24 @@ class ModelStore:
             for version in pending:
                 self._load(model, version, on_disk[version])
         serving = [v for v in aspired if model.versions.get(v) and model.versions[v].state == State.AVAILABLE]
-        if not serving:
+        if not serving and aspired_versions(model.config, list(on_disk)):
             return  # availability preserving: keep whatever serves until an aspired version does
         for version, record in list(model.versions.items()):
             if version not in aspired and record.state == State.AVAILABLE:
                 self._unload(model, record)
 
+    def _report_folder(self, model: ModelRecord, name: str) -> None:
+        if (model.config.base_path, name) not in self._reported_folders:
+            self._reported_folders.add((model.config.base_path, name))
+            _log.warning('model %s: folder %s in %s is not an int64 version number and is ignored, as TF Serving does',
+                         model.config.name, name, model.config.base_path)
+
     @staticmethod
     def _loaded_or_failed(model: ModelRecord, version: int, stamp: float) -> bool:
+        """Loaded, or failed to load from this very saved_model.pb; an unloaded version may load again."""
         record = model.versions.get(version)
         return bool(record) and (record.state in (State.AVAILABLE, State.LOADING)
-                                 or record.state == State.END and record.stamp == stamp)
+                                 or record.state == State.END and bool(record.error) and record.stamp == stamp)
 
     def _load(self, model: ModelRecord, version: int, stamp: float) -> None:
         record = VersionRecord(version, State.LOADING, stamp=stamp)
@@ -184,7 +212,11 @@ class ModelStore:
             record.state = State.UNLOADING
             servable, record.servable = record.servable, None
         servable.wait_idle()
-        servable.close()
+        try:
+            servable.close()
+        except Exception as e:  # the version is unloaded all the same
+            _log.error('model %s version %d did not close cleanly: %s: %s', model.config.name, record.version,
+                       type(e).__name__, e)
         with self._lock:
             record.state = State.END
 

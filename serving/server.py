@@ -2,6 +2,7 @@
 bounded connections and TF Serving-style JSON errors even for what aiohttp rejects itself."""
 import json
 import logging
+import socket
 from typing import Optional
 
 from aiohttp import web
@@ -18,19 +19,39 @@ _log = RateLimitedLog(logging.getLogger('petpark.serving.rest'))
 # After answering a request whose body did not all arrive, aiohttp reads and drops the rest for
 # this long before closing (its default, 10 s, would let a slow client hold the connection).
 _LINGERING_SECONDS = 1.0
+# asyncio accepts as many connections at once as the backlog it is given, before the first of them is
+# counted (and, over max_rest_connections, closed): with 128, a flood held hundreds of descriptors beyond
+# the bound for a moment. It gets 32 (limits.RESERVED_DESCRIPTORS keeps room for a few such rounds); the
+# kernel's queue of connections waiting to be accepted stays long, so that bursts are not refused.
+_ACCEPTS_AT_ONCE = 32
+_LISTEN_QUEUE = 1024
 
 
 class _BoundedHandler(RequestHandler):
-    """aiohttp's per-connection protocol, which closes connections beyond the server's bound
-    and answers HTTP-level errors (bad request line, oversized headers) as TF Serving JSON."""
+    """aiohttp's per-connection protocol. Beyond the server's bound, a new connection closes the
+    oldest one with no request in progress (an idle keep-alive, or one still sending its headers),
+    or itself when every connection is busy: idle connections cannot keep a fresh client out.
+    HTTP-level errors (bad request line, oversized headers) are answered as TF Serving JSON."""
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        if len(self._manager.connections) > self._manager.max_connections:
-            _log.warning('REST: %d connections open, the limit max_rest_connections=%d: closing a new one',
-                         len(self._manager.connections), self._manager.max_connections)
+        manager = self._manager
+        connections = [c for c in manager.connections if c.transport is not None]
+        if len(connections) <= manager.max_connections:
+            return
+        idle = next((c for c in connections if c is not self and c.idle()), None)
+        if idle is not None:
+            _log.warning('REST: %d connections open, the limit max_rest_connections=%d: closing the oldest idle one',
+                         len(connections), manager.max_connections)
+            idle.force_close()
+        else:
+            _log.warning('REST: %d connections open and busy, the limit max_rest_connections=%d: closing a new one',
+                         len(connections), manager.max_connections)
             self.force_close()
-            transport.close()
+
+    def idle(self) -> bool:
+        """No request being answered or waiting to be."""
+        return not self._request_in_progress and not self._messages
 
     def handle_error(self, request, status: int = 500, exc: Optional[BaseException] = None,
                      message: Optional[str] = None) -> web.StreamResponse:
@@ -74,9 +95,11 @@ class RestServer:
                                 lingering_time=_LINGERING_SECONDS)
         self._runner = web.ServerRunner(server)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+        family = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.create_server((self.host, self.port), family=family)
+        await web.SockSite(self._runner, listener, backlog=_ACCEPTS_AT_ONCE).start()
+        listener.listen(_LISTEN_QUEUE)  # asyncio set the kernel's queue to _ACCEPTS_AT_ONCE as well
+        self.port = listener.getsockname()[1]  # the real port when 0 was asked for
 
     def stop(self) -> None:
         self._background.run(self._runner.cleanup())

@@ -1,10 +1,12 @@
 """TensorProto <-> numpy for the gRPC API: requests checked before they are built, responses in
 TF Serving's typed fields."""
 import math
+from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 
 from petpark.serving import errors
 from petpark.serving.limits import Limits
@@ -43,6 +45,8 @@ def as_proto_field(value: np.ndarray) -> tensor_pb2.TensorProto:
 def from_proto(proto: tensor_pb2.TensorProto, alias: str, limits: Limits) -> np.ndarray:
     """The request tensor as an array, after checking its dtype, shape and value count against
     what it declares and against `limits` (so a one-value tensor cannot broadcast to gigabytes)."""
+    if proto.dtype not in types_pb2.DataType.values():
+        raise errors.invalid_argument(f'Input {alias}: unknown dtype {proto.dtype}')
     if proto.dtype in (types_pb2.DT_INVALID, types_pb2.DT_VARIANT, types_pb2.DT_RESOURCE) or \
             types_pb2.DataType.Name(proto.dtype).endswith('_REF'):
         raise errors.invalid_argument(f'Input {alias}: dtype {types_pb2.DataType.Name(proto.dtype)} is not '
@@ -72,3 +76,16 @@ def from_proto(proto: tensor_pb2.TensorProto, alias: str, limits: Limits) -> np.
         return tf.make_ndarray(proto)
     except (ValueError, TypeError) as e:
         raise errors.invalid_argument(f'Input {alias}: {e}') from None
+
+
+def check_dtypes(tensors: Mapping[str, tensor_pb2.TensorProto], signature: meta_graph_pb2.SignatureDef) -> None:
+    """Refuses a tensor whose dtype is not its input's (no silent cast of double to float), as TF Serving does."""
+    for alias, tensor in tensors.items():
+        if alias in signature.inputs and tensor.dtype != signature.inputs[alias].dtype:
+            raise errors.invalid_argument(f'Input {alias}: expects {_dtype_name(signature.inputs[alias].dtype)} '
+                                          f'but {_dtype_name(tensor.dtype)} is provided')
+
+
+def _dtype_name(dtype: int) -> str:
+    """TensorFlow's name of a DataType: DT_FLOAT -> float, DT_BFLOAT16 -> bfloat16."""
+    return types_pb2.DataType.Name(dtype)[len('DT_'):].lower()

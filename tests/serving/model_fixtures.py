@@ -1,6 +1,9 @@
-"""A half_plus_two-style SavedModel (TF Serving's standard conformance fixture), built here."""
+"""A half_plus_two-style SavedModel (TF Serving's standard conformance fixture), built here, and
+the servers and held models tests run it behind."""
 import os
 import shutil
+import threading
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -9,7 +12,11 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from petpark.modules.trainer import set_method_names
 from petpark.serving import tf_servable
-from petpark.serving.model_store import ModelStore
+from petpark.serving.concurrency import InferencePool
+from petpark.serving.grpc_service import GrpcServer
+from petpark.serving.limits import Limits
+from petpark.serving.metrics import ServingMetrics
+from petpark.serving.model_store import ModelStore, Servable
 
 
 def build_linear_model(path: str, slope: float = 0.5, intercept: float = 2.0) -> None:
@@ -46,6 +53,54 @@ def serve_linear_model(base: str, name: str = 'half_plus_two', version: int = 12
     store = ModelStore(config, tf_servable.load)
     store.start(poll_seconds=0)
     return store
+
+
+def make_server(store: ModelStore, host: str, port: int, metrics: Optional[ServingMetrics] = None,
+                pool: Optional[InferencePool] = None, limits: Optional[Limits] = None) -> Tuple[GrpcServer, int]:
+    """A gRPC server, bound and ready to start; returns it and the bound port."""
+    limits = limits or Limits()
+    pool = pool or InferencePool(workers=64, max_inflight=limits.max_inflight_requests)
+    server = GrpcServer(store, host, port, metrics or ServingMetrics(), pool, limits)
+    return server, server.port
+
+
+class HeldModel(Servable):
+    """A loaded model whose calls wait until `release` is set; `wait_for_calls(n)` returns once n
+    calls have reached it, so a test knows what is running without timing anything."""
+
+    def __init__(self, inner: Servable):
+        super().__init__()
+        self.inner, self.release, self.calls = inner, threading.Event(), 0
+        self._arrived = threading.Condition()
+
+    def __getattr__(self, name):  # version, signature(), signature_def_map() ...
+        return getattr(self.inner, name)
+
+    def run(self, *args, **kwargs):
+        with self._arrived:
+            self.calls += 1
+            self._arrived.notify_all()
+        self.release.wait()
+        return self.inner.run(*args, **kwargs)
+
+    def wait_for_calls(self, count: int, timeout: float = 30) -> None:
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: self.calls >= count, timeout), f'{self.calls} of {count} calls arrived'
+
+
+def serve_held_linear_model(base: str, name: str = 'half_plus_two', version: int = 123) -> Tuple[ModelStore, HeldModel]:
+    """serve_linear_model, its one version behind a HeldModel."""
+    build_linear_model(os.path.join(base, str(version)))
+    held = []
+
+    def load(*args) -> HeldModel:
+        held.append(HeldModel(tf_servable.load(*args)))
+        return held[-1]
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name=name, base_path=base, model_platform='tensorflow')
+    store = ModelStore(config, load)
+    store.start(poll_seconds=0)
+    return store, held[0]
 
 
 def push_like_tfx(source: str, destination: str) -> None:

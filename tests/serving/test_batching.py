@@ -15,11 +15,10 @@ from tensorflow_serving.config import model_server_config_pb2
 from petpark.serving import errors, main
 from petpark.serving.batching import BatchingServable
 from petpark.serving.config_protos import BatchingParameters
-from petpark.serving.grpc_service import make_server
 from petpark.serving.metrics import ServingMetrics
 from petpark.serving.model_store import ModelStore
 from petpark.serving.server import RestServer
-from tests.serving.model_fixtures import build_linear_model, linear_predict_request
+from tests.serving.model_fixtures import build_linear_model, linear_predict_request, make_server
 
 
 class RecordingModel:
@@ -27,10 +26,11 @@ class RecordingModel:
     version = 1
 
     def __init__(self, fail=False):
-        self.sizes, self.fail, self.gate = [], fail, threading.Event()
+        self.sizes, self.fail, self.gate, self.entered = [], fail, threading.Event(), threading.Semaphore(0)
         self.gate.set()
 
     def run(self, signature_name, inputs, output_filter=()):
+        self.entered.release()
         self.gate.wait()
         self.sizes.append(len(inputs['x']))
         if self.fail:
@@ -71,29 +71,69 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows():
         np.testing.assert_array_equal(outputs['y'], [2.0 * i])
 
 
-def test_batch_timeout_counts_from_the_first_queued_request():
-    model = RecordingModel()
-    model.gate.clear()
-    servable = BatchingServable(model, params(max_batch_size=8, batch_timeout_micros=500_000, num_batch_threads=1),
-                                ServingMetrics(), 'm')
-    first = threading.Thread(target=servable.run, args=(None, {'x': np.zeros([1], dtype=np.float32)}))
-    first.start()  # its batch closes after 0.5 s; the model then holds the only batch thread
-    time.sleep(0.6)
-    finished = {}
+class Call:
+    """fn(*args) in a daemon thread: a request that never ends fails the test instead of hanging it."""
 
-    def second():
-        servable.run(None, {'x': np.ones([1], dtype=np.float32)})
-        finished['at'] = time.monotonic()
-    waiting = threading.Thread(target=second)
-    waiting.start()
-    time.sleep(0.7)  # the second request has been queued longer than the timeout
-    released = time.monotonic()
-    model.gate.set()
-    for thread in (first, waiting):
-        thread.join(timeout=10)
-    servable.close()
-    assert model.sizes == [1, 1]
-    assert finished['at'] - released < 0.25  # run at once, not after another full timeout
+    def __init__(self, fn, *args):
+        self._outcome = []
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            self._outcome.append((True, fn(*args)))
+        except Exception as e:
+            self._outcome.append((False, e))
+
+    def result(self, timeout: float = 30):
+        self._thread.join(timeout)
+        assert self._outcome, f'no answer within {timeout} s'
+        answered, value = self._outcome[0]
+        if not answered:
+            raise value
+        return value
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def queued(servable: BatchingServable, count: int) -> None:
+    """Returns once `count` requests wait in the servable's queues (fails after 30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with servable._ready:
+            if sum(len(q) for q in servable._queues.values()) >= count:
+                return
+        assert time.monotonic() < deadline, f'fewer than {count} requests were queued'
+        time.sleep(0.01)
+
+
+def test_batch_timeout_counts_from_the_first_queued_request():
+    """A request queued while the only batch thread runs another batch, for longer than the timeout,
+    runs as soon as the thread is free. The clock is the test's and stands still after the release:
+    a timeout restarted when the thread comes back would never end."""
+    clock, model = FakeClock(), RecordingModel()
+    model.gate.clear()
+    servable = BatchingServable(model, params(max_batch_size=2, batch_timeout_micros=500_000, num_batch_threads=1),
+                                ServingMetrics(), 'm', clock=clock)
+    try:
+        full = Call(servable.run, None, {'x': np.zeros([2], dtype=np.float32)})  # a full batch runs at once
+        assert model.entered.acquire(timeout=30)  # and holds the only batch thread
+        second = Call(servable.run, None, {'x': np.ones([1], dtype=np.float32)})  # queued at 0.0
+        queued(servable, 1)
+        clock.now = 0.6  # past its timeout while the thread is busy
+        model.gate.set()
+        assert full.result()['y'].tolist() == [0.0, 0.0]
+        assert second.result()['y'].tolist() == [2.0]
+    finally:
+        model.gate.set()
+        servable.close()
+    assert model.sizes == [2, 1]
 
 
 def test_batches_are_padded_to_allowed_sizes():
@@ -124,9 +164,7 @@ def test_full_queue_is_resource_exhausted():
                for _ in range(3)]  # one running, two queued
     for thread in waiting:
         thread.start()
-    deadline = threading.Event()
-    while sum(len(q) for q in servable._queues.values()) < 2 and not deadline.wait(0.01):
-        pass
+    queued(servable, 2)
     with pytest.raises(errors.ServingError) as error:
         servable.run(None, {'x': np.zeros([1], dtype=np.float32)})
     assert error.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.value.http_status == 429

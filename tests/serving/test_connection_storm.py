@@ -8,9 +8,8 @@ import requests
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from petpark.serving.grpc_service import make_server
 from petpark.serving.server import RestServer
-from tests.serving.model_fixtures import linear_predict_request, serve_linear_model
+from tests.serving.model_fixtures import linear_predict_request, make_server, serve_linear_model
 
 CONNECTIONS = 1000
 

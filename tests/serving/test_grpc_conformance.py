@@ -7,8 +7,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_management_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from petpark.serving.grpc_service import make_server
-from tests.serving.model_fixtures import linear_predict_request, serve_linear_model
+from tests.serving.model_fixtures import linear_predict_request, make_server, serve_linear_model
 
 VERSION = 123
 

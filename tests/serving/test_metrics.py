@@ -4,10 +4,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from petpark.serving.grpc_service import make_server
 from petpark.serving.metrics import ServingMetrics
 from petpark.serving.server import RestServer
-from tests.serving.model_fixtures import linear_predict_request, serve_linear_model
+from tests.serving.model_fixtures import linear_predict_request, make_server, serve_linear_model
 
 PATH = '/monitoring/prometheus/metrics'
 

@@ -1,5 +1,6 @@
 """ModelStore: version policies, availability-preserving swaps, failed loads, in-flight unloads."""
 import os
+import shutil
 import threading
 
 import grpc
@@ -191,7 +192,6 @@ def test_the_specific_policy_gets_no_substitute(tmp_path):
 
 
 def test_a_truncated_saved_model_pb_is_reported_and_the_previous_version_serves(tmp_path):
-    import shutil
     from petpark.serving import tf_servable
     from tests.serving.model_fixtures import build_linear_model
     build_linear_model(str(tmp_path / '1'))
@@ -207,3 +207,61 @@ def test_a_truncated_saved_model_pb_is_reported_and_the_previous_version_serves(
     with store.acquire('m') as servable:
         assert servable.version == 1
         assert servable.run(None, {'x': [2.0]})['y'].tolist() == [3.0]
+
+
+def test_deleting_the_serving_version_rolls_back_to_the_previous_one(tmp_path):
+    add_version(tmp_path, 1)
+    store = make_store(tmp_path)
+    add_version(tmp_path, 2)
+    store.poll()
+    assert states(store) == {2: 'AVAILABLE', 1: 'END'}
+    shutil.rmtree(tmp_path / '2')
+    store.poll()
+    assert states(store) == {2: 'END', 1: 'AVAILABLE'}
+    with store.acquire('m') as servable:
+        assert servable.version == 1
+    add_version(tmp_path, 2)  # pushed again
+    store.poll()
+    assert states(store) == {2: 'AVAILABLE', 1: 'END'}
+
+
+def test_a_rollback_falls_back_further_when_the_previous_version_does_not_load(tmp_path):
+    add_version(tmp_path, 1)
+    add_version(tmp_path, 2)
+    store = make_store(tmp_path)
+    add_version(tmp_path, 3)
+    store.poll()
+    assert states(store) == {3: 'AVAILABLE', 2: 'END'}
+    open(tmp_path / '2' / 'broken', 'w').close()  # version 2 no longer loads
+    shutil.rmtree(tmp_path / '3')
+    store.poll()
+    records = {r.version: r for r in store.status('m')}
+    assert {v: State.Name(r.state) for v, r in records.items()} == {3: 'END', 2: 'END', 1: 'AVAILABLE'}
+    assert 'cannot load' in records[2].error and not records[3].error
+
+
+def test_the_deleted_version_serves_on_when_no_other_loads(tmp_path):
+    """As TF Serving's availability-preserving policy: an aspired version that fails does not unload the one serving."""
+    add_version(tmp_path, 1, broken=True)
+    store = make_store(tmp_path)
+    add_version(tmp_path, 2)
+    store.poll()
+    shutil.rmtree(tmp_path / '2')
+    store.poll()
+    assert states(store) == {2: 'AVAILABLE', 1: 'END'}
+
+
+def test_with_no_version_folder_left_every_version_unloads_but_a_missing_base_path_changes_nothing(tmp_path):
+    base = tmp_path / 'm'
+    add_version(base, 1)
+    store = make_store(base)
+    os.rename(base, tmp_path / 'elsewhere')  # gone, or not mounted for now: as TF Serving, keep serving
+    store.poll()
+    assert states(store) == {1: 'AVAILABLE'}
+    os.rename(tmp_path / 'elsewhere', base)
+    shutil.rmtree(base / '1')
+    store.poll()
+    assert states(store) == {1: 'END'}
+    with pytest.raises(errors.ServingError) as error:
+        store.acquire('m').__enter__()
+    assert error.value.code == grpc.StatusCode.NOT_FOUND

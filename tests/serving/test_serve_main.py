@@ -80,13 +80,12 @@ def test_watcher_reloads_a_promoted_config_and_keeps_it_on_a_bad_edit(tmp_path):
     assert store.resolve_label('petpark', 'stable') == 1
 
 
-def test_readme_limits_table_lists_every_serving_bound():
+def test_the_limits_page_lists_every_serving_bound_with_its_default():
     import dataclasses
     import re
     from petpark.serving.limits import Limits
-    readme = open(os.path.join(os.path.dirname(__file__), '..', '..', 'README.md')).read()
-    table = readme[readme.index('## Limits'):readme.index('## Settings')]
-    documented = dict(re.findall(r'^\| `--(\w+)` \| ([^|]+) \|', table, re.M))
+    page = open(os.path.join(os.path.dirname(__file__), '..', '..', 'docs', 'limits.md')).read()
+    documented = dict(re.findall(r'^\| `--(\w+)` \| ([^|]+) \|', page, re.M))
     for field in dataclasses.fields(Limits):
         assert field.name in documented, field.name
         assert documented[field.name].split()[0] == f'{field.default:g}' if isinstance(field.default, float) \
