@@ -15,8 +15,9 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from petpark.serving import errors, tensor_proto
 from petpark.serving.concurrency import BackgroundLoop, InferencePool
 from petpark.serving.limits import Limits
-from petpark.serving.metrics import ServingMetrics
+from petpark.serving.metrics import ServingMetrics, rows_of
 from petpark.serving.model_store import ModelStore
+from petpark.serving.request_logging import ServingLog, origin_of
 from petpark.serving.tf_servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, classification_results
 
 _ERROR_CODES = {grpc.StatusCode.OK: 0, grpc.StatusCode.UNKNOWN: 2}
@@ -43,11 +44,13 @@ def _aborting(method):
 
 
 def _in_pool(method):
-    """A servicer method run in the shared inference pool, once its request has fully arrived."""
+    """A servicer method run in the shared inference pool, once its request has fully arrived,
+    with the camera its metadata names (request_logging.ORIGIN_HEADER)."""
     @functools.wraps(method)
     async def wrapper(self, request, context):
         try:
-            return await self.pool.run(method, self, request)
+            origin = origin_of(context.invocation_metadata() or ())
+            return await self.pool.run(functools.partial(method, origin=origin), self, request)
         except errors.ServingError as e:
             await context.abort(e.code, e.message)
     return wrapper
@@ -78,8 +81,10 @@ def _serialized_examples(model_input, limits: Limits) -> np.ndarray:
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-    def __init__(self, store: ModelStore, metrics: ServingMetrics, pool: InferencePool, limits: Limits):
+    def __init__(self, store: ModelStore, metrics: ServingMetrics, pool: InferencePool, limits: Limits,
+                 request_logs: Optional[ServingLog] = None):
         self.store, self.metrics, self.pool, self.limits = store, metrics, pool, limits
+        self.request_logs = request_logs or ServingLog(None)
 
     def _fill_spec(self, spec: model_pb2.ModelSpec, name: str, version: int, signature: str) -> None:
         spec.name = name
@@ -87,7 +92,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec.signature_name = signature
 
     @_in_pool
-    def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def Predict(self, request: predict_pb2.PredictRequest, origin: str = '') -> predict_pb2.PredictResponse:
         name, version, label = _spec(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         with self.metrics.request(name, 'predict', 'GRPC') as labels:
@@ -98,13 +103,16 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 labels['version'] = str(servable.version)
                 tensor_proto.check_dtypes(request.inputs, servable.signature(signature_name))
                 outputs = servable.run(signature_name, inputs, list(request.output_filter))
+            self.metrics.served(name, rows_of(inputs), origin)
+            self.request_logs.predict(name, servable.version, signature_name, inputs, outputs, origin,
+                                      list(request.output_filter))
             response = predict_pb2.PredictResponse()
             self._fill_spec(response.model_spec, name, servable.version, signature_name)
             for alias, value in outputs.items():
                 response.outputs[alias].CopyFrom(tensor_proto.as_proto_field(value))
             return response
 
-    def _examples_call(self, request, method: str):
+    def _examples_call(self, request, method: str, origin: str):
         name, version, label = _spec(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         api = 'classify' if method == CLASSIFY_METHOD else 'regress'
@@ -114,22 +122,25 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 labels['version'] = str(servable.version)
                 alias = servable.examples_signature(signature_name, method)
                 outputs = servable.run(signature_name, {alias: examples})
-            return name, servable.version, signature_name, outputs
+            self.metrics.served(name, len(examples), origin)
+            return name, servable.version, signature_name, outputs, examples
 
     @_in_pool
-    def Classify(self, request: classification_pb2.ClassificationRequest):
-        name, version, signature_name, outputs = self._examples_call(request, CLASSIFY_METHOD)
+    def Classify(self, request: classification_pb2.ClassificationRequest, origin: str = ''):
+        name, version, signature_name, outputs, examples = self._examples_call(request, CLASSIFY_METHOD, origin)
+        results = classification_results(outputs)
+        self.request_logs.classify(name, version, signature_name, list(examples), results, origin)
         response = classification_pb2.ClassificationResponse()
         self._fill_spec(response.model_spec, name, version, signature_name)
-        for row in classification_results(outputs):
+        for row in results:
             classifications = response.result.classifications.add()
             for label, score in row:
                 classifications.classes.add(label=label, score=score)
         return response
 
     @_in_pool
-    def Regress(self, request: regression_pb2.RegressionRequest):
-        name, version, signature_name, outputs = self._examples_call(request, REGRESS_METHOD)
+    def Regress(self, request: regression_pb2.RegressionRequest, origin: str = ''):
+        name, version, signature_name, outputs, _ = self._examples_call(request, REGRESS_METHOD, origin)
         response = regression_pb2.RegressionResponse()
         self._fill_spec(response.model_spec, name, version, signature_name)
         for value in np.reshape(outputs['outputs'], [-1]).tolist():
@@ -181,13 +192,13 @@ class GrpcServer:
     """Both services on a grpc.aio server in a background event loop, bound at construction."""
 
     def __init__(self, store: ModelStore, host: str, port: int, metrics: ServingMetrics, pool: InferencePool,
-                 limits: Limits):
+                 limits: Limits, request_logs: Optional[ServingLog] = None):
         self._background = BackgroundLoop('grpc-loop')
-        self._server = self._background.run(self._create(store, metrics, pool, limits))
+        self._server = self._background.run(self._create(store, metrics, pool, limits, request_logs))
         self.port = self._background.run(self._bind(host, port))
 
     @staticmethod
-    async def _create(store, metrics, pool, limits) -> grpc.aio.Server:
+    async def _create(store, metrics, pool, limits, request_logs) -> grpc.aio.Server:
         grace_ms = 30_000
         handshake_ms = int(limits.grpc_handshake_timeout_seconds * 1000)
         server = grpc.aio.server(options=[
@@ -206,7 +217,7 @@ class GrpcServer:
             ('grpc.max_connection_age_grace_ms', grace_ms),
         ])
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(store, metrics, pool, limits), server)
+            PredictionService(store, metrics, pool, limits, request_logs), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(store), server)
         return server
 

@@ -7,7 +7,7 @@ import threading
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from petpark.serving import config_protos, limits
+from petpark.serving import config_protos, limits, request_logging
 from petpark.serving.log_limits import RateLimitedLog
 
 DEFAULT_METRICS_PATH = '/monitoring/prometheus/metrics'
@@ -43,6 +43,20 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--tensorflow_inter_op_parallelism', type=_threads, default=0,
                         help='ops run at once (0: as many as cores)')
     parser.add_argument('--host', default='127.0.0.1', help='address to bind (TF Serving binds all; we do not)')
+    parser.add_argument('--request_logging_config_file',
+                        help='text LoggingConfig (sampling_config, log_collector_config.filename_prefix): log sampled '
+                             'requests as PredictionLog TFRecords; re-read when it changes (docs/monitoring.md)')
+    rotation = request_logging.Rotation()
+    parser.add_argument('--request_log_max_file_bytes', type=limits.positive(int), default=rotation.max_file_bytes,
+                        help='a request-log file is completed (renamed) at this size')
+    parser.add_argument('--request_log_max_file_seconds', type=limits.positive(float), default=rotation.max_file_seconds,
+                        help='... or at this age')
+    parser.add_argument('--request_log_quota_bytes', type=limits.positive(int), default=rotation.quota_bytes,
+                        help='complete request-log files beyond this total are removed, oldest first')
+    parser.add_argument('--request_log_retention_seconds', type=limits.positive(float),
+                        default=rotation.retention_seconds, help='complete request-log files older than this are removed')
+    parser.add_argument('--request_log_max_queued', type=limits.positive(int), default=rotation.max_queued,
+                        help='sampled records waiting for the writer; beyond it they are dropped and counted')
     parser.add_argument('--inference_threads', type=limits.positive(int), default=64,
                         help='threads that run model calls, REST and gRPC together')
     limits.Limits.add_flags(parser)
@@ -153,6 +167,13 @@ def serve(args: argparse.Namespace) -> int:
         store = ModelStore(read_config(args), make_loader(args, metrics))
     except errors.ServingError as e:
         raise ValueError(e.message) from None
+    if args.request_logging_config_file and not os.path.isfile(args.request_logging_config_file):
+        raise ValueError(f'--request_logging_config_file: {args.request_logging_config_file} is not a file')
+    request_logs = request_logging.ServingLog(args.request_logging_config_file, request_logging.Rotation(
+        args.request_log_max_file_bytes, args.request_log_max_file_seconds, args.request_log_quota_bytes,
+        args.request_log_retention_seconds, args.request_log_max_queued))
+    if request_logs.enabled:
+        metrics.request_log_counts = request_logs.counts
     metrics_path = None
     if args.monitoring_config_file:
         monitoring = config_protos.parse_text(args.monitoring_config_file, config_protos.MonitoringConfig)
@@ -165,11 +186,11 @@ def serve(args: argparse.Namespace) -> int:
     print(f'connections: gRPC at most {bounds.max_grpc_connections}, REST {rest_connections} '
           f'(open files limit {open_files_limit})', flush=True)
     pool = InferencePool(args.inference_threads, bounds.max_inflight_requests)
-    grpc_server = GrpcServer(store, args.host, args.port, metrics, pool, bounds).start()
+    grpc_server = GrpcServer(store, args.host, args.port, metrics, pool, bounds, request_logs).start()
     print(f'gRPC (PredictionService, ModelService) at {args.host}:{grpc_server.port}', flush=True)
     rest = None
     if args.rest_api_port:
-        rest = RestServer(store, args.host, args.rest_api_port, metrics, metrics_path, pool, bounds).start()
+        rest = RestServer(store, args.host, args.rest_api_port, metrics, metrics_path, pool, bounds, request_logs).start()
         print(f'REST at http://{args.host}:{rest.port}/v1/models/...', flush=True)
         if metrics_path:
             print(f'Prometheus metrics at http://{args.host}:{rest.port}{metrics_path}', flush=True)
@@ -179,9 +200,12 @@ def serve(args: argparse.Namespace) -> int:
         except errors.ServingError as e:
             versions = e.message
         print(f'model {name}: {versions}', flush=True)
+    print(request_logs.describe(), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
+    if request_logs.enabled:
+        threading.Thread(target=request_logs.watch, args=(stopped,), daemon=True, name='request-log-config').start()
     if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
         threading.Thread(target=ConfigWatcher(store, args).run, args=(stopped,), daemon=True).start()
     stopped.wait()
@@ -189,5 +213,6 @@ def serve(args: argparse.Namespace) -> int:
         rest.stop()
     grpc_server.stop(grace=5)
     pool.shutdown()
+    request_logs.close()
     store.stop()
     return 0

@@ -3,6 +3,9 @@
   :tensorflow:serving:request_count{model_name,version,API,entrypoint,status}   counter
   :tensorflow:serving:request_latency{model_name,version,API,entrypoint}         histogram (µs)
   :tensorflow:serving:batch_size{model_name,version,signature}                    histogram (when batching)
+  :tensorflow:serving:request_example_counts{model_name}                          histogram (rows per request)
+  :tensorflow:serving:request_log_count{model_name,status}                        counter (OK, or a drop reason)
+  :petpark:serving:camera_requests{model_name,camera}                             counter (requests naming a camera)
 
 prometheus_client writes the histograms; the counter is written as TF Serving writes it
 (prometheus_client would rename it `..._total`, which TF Serving dashboards do not query).
@@ -13,6 +16,7 @@ import time
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Tuple
 
+import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 
@@ -52,6 +56,9 @@ class ServingMetrics:
         self._requests: Dict[Tuple[str, ...], int] = {}
         self._latency = _Histogram(LATENCY_BUCKETS_MICROS)
         self._batches = _Histogram([float(b) for b in BATCH_BUCKETS])
+        self._examples = _Histogram([float(b) for b in BATCH_BUCKETS])
+        self._cameras: Dict[Tuple[str, str], int] = {}
+        self.request_log_counts = None  # () -> (logged by model, dropped by (model, reason)), when logging
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -72,6 +79,13 @@ class ServingMetrics:
                 self._requests[key + (labels['status'],)] = self._requests.get(key + (labels['status'],), 0) + 1
                 self._latency.observe(key, (time.perf_counter() - start) * 1e6)
 
+    def served(self, model: str, rows: int, camera: str = '') -> None:
+        """A request that was answered: its number of rows (examples), and the camera it named."""
+        with self._lock:
+            self._examples.observe((model,), float(rows))
+            if camera:
+                self._cameras[(model, camera)] = self._cameras.get((model, camera), 0) + 1
+
     def batch(self, model: str, version: str, signature: str, size: int) -> None:
         with self._lock:
             self._batches.observe((model, version, signature), float(size))
@@ -82,16 +96,40 @@ class ServingMetrics:
                                        'Request latency in microseconds.', REQUEST_LABELS)
             yield self._batches.family(':tensorflow:serving:batch_size', 'Sizes of the batches run.',
                                        ('model_name', 'version', 'signature'))
+            yield self._examples.family(':tensorflow:serving:request_example_counts',
+                                        'Examples (rows) per request.', ('model_name',))
 
     def exposition(self) -> bytes:
         with self._lock:
             requests = sorted(self._requests.items())
+            cameras = sorted(self._cameras.items())
         lines = ['# HELP :tensorflow:serving:request_count Total requests, by outcome.',
                  '# TYPE :tensorflow:serving:request_count counter']
         for labels, value in requests:
-            pairs = ','.join(f'{name}="{_escape(label)}"' for name, label in zip(REQUEST_LABELS + ('status',), labels))
-            lines.append(f':tensorflow:serving:request_count{{{pairs}}} {value}')
+            lines.append(_line(':tensorflow:serving:request_count', REQUEST_LABELS + ('status',), labels, value))
+        if self.request_log_counts is not None:
+            logged, dropped = self.request_log_counts()
+            lines += ['# HELP :tensorflow:serving:request_log_count Request-log records, written (OK) or dropped.',
+                      '# TYPE :tensorflow:serving:request_log_count counter']
+            lines += [_line(':tensorflow:serving:request_log_count', ('model_name', 'status'), (model, 'OK'), count)
+                      for model, count in sorted(logged.items())]
+            lines += [_line(':tensorflow:serving:request_log_count', ('model_name', 'status'), key, count)
+                      for key, count in sorted(dropped.items())]
+        lines += ['# HELP :petpark:serving:camera_requests Requests naming a camera (x-petpark-camera).',
+                  '# TYPE :petpark:serving:camera_requests counter']
+        lines += [_line(':petpark:serving:camera_requests', ('model_name', 'camera'), key, count) for key, count in cameras]
         return ('\n'.join(lines) + '\n').encode() + generate_latest(self.registry)
+
+
+def rows_of(inputs) -> int:
+    """Rows in a request: the first dimension of its inputs (1 for scalars)."""
+    shapes = [np.shape(value) for value in inputs.values()]
+    return max((shape[0] for shape in shapes if shape), default=1)
+
+
+def _line(name: str, label_names, labels, value) -> str:
+    pairs = ','.join(f'{label_name}="{_escape(label)}"' for label_name, label in zip(label_names, labels))
+    return f'{name}{{{pairs}}} {value}'
 
 
 def _escape(value: str) -> str:

@@ -108,6 +108,10 @@ def validate_config(config: model_server_config_pb2.ModelServerConfig) -> None:
                 f'Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}')
         if model.model_platform and model.model_platform != 'tensorflow':
             raise errors.invalid_argument(f'Model {model.name}: unsupported model_platform {model.model_platform}')
+        if model.HasField('logging_config'):  # open-source TF Serving refuses it the same way
+            raise errors.invalid_argument(
+                f'Model {model.name}: logging_config in a model config is not supported (TF Serving: "No '
+                'request-logger-creator provided"); give petpark serve --request_logging_config_file instead')
 
 
 class ModelStore:

@@ -310,9 +310,10 @@ class RequestLogger:
     def sampled(self) -> bool:
         return self.sampling_rate > 0 and self._random() < self.sampling_rate
 
-    def log(self, model_name: str, build: Callable[[], bytes]) -> bool:
-        """Queues a sampled request's record builder; False when not sampled or dropped."""
-        if not self.sampled():
+    def log(self, model_name: str, build: Callable[[], bytes], sampled: Optional[bool] = None) -> bool:
+        """Queues a sampled request's record builder; False when not sampled or dropped. `sampled`:
+        the caller already decided (it drew sampled() before preparing the builder)."""
+        if not (self.sampled() if sampled is None else sampled):
             return False
         try:
             self._queue.put_nowait((model_name, build))

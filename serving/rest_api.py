@@ -13,9 +13,10 @@ from google.protobuf import json_format
 from petpark.serving import errors, json_tensor
 from petpark.serving.concurrency import InferencePool
 from petpark.serving.limits import Limits
-from petpark.serving.metrics import CONTENT_TYPE, ServingMetrics
+from petpark.serving.metrics import CONTENT_TYPE, ServingMetrics, rows_of
 from petpark.serving.model_store import ModelStore, State
-from petpark.serving.tf_servable import CLASSIFY_METHOD, REGRESS_METHOD, classification_results
+from petpark.serving.request_logging import ServingLog, as_signature_types, origin_of
+from petpark.serving.tf_servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, classification_results
 
 INT64_MAX = 2 ** 63 - 1
 _PREDICTION = re.compile(r'^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)$')
@@ -37,9 +38,10 @@ class RestApi:
     """Routes every /v1/ request the way TF Serving does; `handle` is the one request handler."""
 
     def __init__(self, store: ModelStore, metrics: ServingMetrics, pool: InferencePool, limits: Limits,
-                 metrics_path: Optional[str] = None):
+                 metrics_path: Optional[str] = None, request_logs: Optional[ServingLog] = None):
         self.store, self.pool, self.limits = store, pool, limits
         self.metrics, self.metrics_path = metrics, metrics_path
+        self.request_logs = request_logs or ServingLog(None)
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         path = request.raw_path.split('?', 1)[0]
@@ -50,7 +52,7 @@ class RestApi:
                 if not match:
                     raise malformed
                 body = await self._read_body(request)
-                return _json(await self.pool.run(self._inference, match, body))
+                return _json(await self.pool.run(self._inference, match, body, origin_of(request.headers.items())))
             if request.method == 'GET' and self.metrics_path and path == self.metrics_path:
                 return web.Response(body=self.metrics.exposition(), headers={'Content-Type': CONTENT_TYPE})
             if request.method == 'GET':
@@ -101,32 +103,40 @@ class RestApi:
                     including_default_value_fields=True)}}
 
     # -- POST ------------------------------------------------------------------------------
-    def _inference(self, match: re.Match, body: bytes) -> Dict[str, Any]:
+    def _inference(self, match: re.Match, body: bytes, origin: str) -> Dict[str, Any]:
         name, version, label, method = (urllib.parse.unquote(match.group(1)), _version(match.group(2)),
                                         _unquote(match.group(3)), match.group(4))
         with self.metrics.request(name, method, 'REST') as labels:
-            return self._infer(name, version, label, method, body, labels)
+            return self._infer(name, version, label, method, body, labels, origin)
 
     def _infer(self, name: str, version: Optional[int], label: Optional[str], method: str, body: bytes,
-               labels: dict) -> Dict[str, Any]:
+               labels: dict, origin: str) -> Dict[str, Any]:
         document = json_tensor.parse_body(body, self.limits)
         signature_name = document.get('signature_name')
         if signature_name is not None and not isinstance(signature_name, str):
             raise errors.invalid_argument("'signature_name' must be a string")
         with self.store.acquire(name, version, label) as servable:
             labels['version'] = str(servable.version)
+            signature = signature_name or DEFAULT_SIGNATURE
             if method == 'predict':
                 inputs, row_format = json_tensor.request_to_inputs(
                     document, servable.signature(signature_name), self.limits)
                 self.limits.check_inputs(inputs)
-                return json_tensor.outputs_to_response(servable.run(signature_name, inputs), row_format)
+                outputs = servable.run(signature_name, inputs)
+                self.metrics.served(name, rows_of(inputs), origin)
+                self.request_logs.predict(name, servable.version, signature,
+                                          as_signature_types(inputs, servable.signature(signature_name)), outputs, origin)
+                return json_tensor.outputs_to_response(outputs, row_format)
             alias = servable.examples_signature(signature_name, CLASSIFY_METHOD if method == 'classify' else REGRESS_METHOD)
             examples = np.array(json_tensor.examples_from_json(document, self.limits), dtype=object)
             self.limits.check_inputs({alias: examples})
             outputs = servable.run(signature_name, {alias: examples})
+            self.metrics.served(name, len(examples), origin)
             if method == 'regress':
                 return {'results': np.reshape(outputs['outputs'], [-1]).tolist()}
-            return {'results': classification_results(outputs)}
+            results = classification_results(outputs)
+            self.request_logs.classify(name, servable.version, signature, list(examples), results, origin)
+            return {'results': results}
 
 
 def _unquote(value: Optional[str]) -> Optional[str]:

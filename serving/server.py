@@ -13,6 +13,7 @@ from petpark.serving.limits import Limits
 from petpark.serving.log_limits import RateLimitedLog
 from petpark.serving.metrics import ServingMetrics
 from petpark.serving.model_store import ModelStore
+from petpark.serving.request_logging import ServingLog
 from petpark.serving.rest_api import RestApi
 
 _log = RateLimitedLog(logging.getLogger('petpark.serving.rest'))
@@ -76,10 +77,11 @@ class RestServer:
 
     def __init__(self, store: ModelStore, host: str = '127.0.0.1', port: int = 8501,
                  metrics: Optional[ServingMetrics] = None, metrics_path: Optional[str] = None,
-                 pool: Optional[InferencePool] = None, limits: Optional[Limits] = None):
+                 pool: Optional[InferencePool] = None, limits: Optional[Limits] = None,
+                 request_logs: Optional[ServingLog] = None):
         self.limits = limits or Limits()
         pool = pool or InferencePool(workers=64, max_inflight=self.limits.max_inflight_requests)
-        self.api = RestApi(store, metrics or ServingMetrics(), pool, self.limits, metrics_path)
+        self.api = RestApi(store, metrics or ServingMetrics(), pool, self.limits, metrics_path, request_logs)
         self.host, self.port = host, port
         self._background: Optional[BackgroundLoop] = None
         self._runner: Optional[web.ServerRunner] = None
