@@ -230,7 +230,7 @@ class MonitoringSettings:
     false_alarm_rate: float = setting(0.01, 'Share of in-distribution windows allowed to alarm, all checks together; '
                                             'thresholds are calibrated to it.', above=0, high=0.5)
     min_window: int = setting(50, 'Fewest frames a window needs for a verdict (fewer: INCONCLUSIVE); thresholds are '
-                                  'calibrated for 1, 4, 20 and 100 times this.', low=10, high=100_000)
+                                  'calibrated for 1, 2, 4, 10, 20, 40 and 100 times this.', low=10, high=100_000)
     windows_per_size: int = setting(40, 'In-distribution windows measured per window size when calibrating.',
                                     low=5, high=2000)
     log_dir: str = setting('', 'Where request logs are (TFRecord PredictionLogs of `petpark serve` and the edge '
@@ -249,7 +249,7 @@ class MonitoringSettings:
 
     @property
     def window_sizes(self) -> Tuple[int, ...]:
-        return tuple(self.min_window * factor for factor in (1, 4, 20, 100))
+        return tuple(self.min_window * factor for factor in (1, 2, 4, 10, 20, 40, 100))
 
 
 _REAL_BACKBONE = 'mobilenet_v1_1.0'

@@ -115,11 +115,11 @@ def test_drift_is_measured_against_the_previous_accepted_window(baseline):
     assert checked.numbers['drift']['aspect_bucket']['breach'] and 'aspect_bucket' in checked.anomalies['drift'].anomaly_info
 
 
-def test_thresholds_are_interpolated_between_calibrated_sizes_and_none_below():
+def test_a_window_takes_the_threshold_of_the_largest_calibrated_size_not_above_it_and_none_below():
     table = {'50': 0.2, '200': 0.05}
     assert drift.threshold_at(table, 49) is None
-    assert drift.threshold_at(table, 50) == pytest.approx(0.2) and drift.threshold_at(table, 5000) == 0.05
-    assert drift.threshold_at(table, 100) == pytest.approx(0.1)  # halfway on log-log axes
+    assert drift.threshold_at(table, 50) == 0.2 and drift.threshold_at(table, 199) == 0.2
+    assert drift.threshold_at(table, 200) == 0.05 and drift.threshold_at(table, 5000) == 0.05
 
 
 def test_a_threshold_is_the_fitted_tail_quantile_and_never_below_its_floor():
