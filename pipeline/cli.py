@@ -190,6 +190,11 @@ def _monitor(args: argparse.Namespace) -> int:
     return monitor.EXIT_CODES[document['verdict']]
 
 
+def _camera(args: argparse.Namespace) -> int:
+    from petpark.serving.camera import loop  # PyAV, onnxruntime or gRPC: only when a camera loop runs
+    return loop.run(args)
+
+
 def _airflow(args: argparse.Namespace) -> int:
     from petpark.pipeline.ops import airflow as airflow_ops
     settings = Settings.from_env({'home': args.home}, check_data_root=False)
@@ -322,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE (its home)')
     monitor.add_argument('--verbose', action='store_true', help='show TF/TFDV logs')
     monitor.set_defaults(func=_monitor)
+
+    from petpark.serving.camera import config as camera_config  # the standard library only
+    camera = commands.add_parser(
+        'camera', help='classify live camera streams: debounced cat/dog events, on the edge model or a model server',
+        description=camera_config.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    camera_config.add_flags(camera)
+    camera.set_defaults(func=_camera)
 
     airflow = commands.add_parser(
         'airflow', help='Airflow on this machine: PostgreSQL, LocalExecutor scheduler and webserver',
