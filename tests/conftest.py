@@ -6,14 +6,59 @@ import pytest
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', 'shared'))
+SHARED_FIXTURE = 'shared_dir'
+REQUIRE_SHARED = 'PETPARK_REQUIRE_SHARED'  # CI sets it: where ../shared is, every test that needs it must run
+
+
+def shared_present() -> bool:
+    return os.path.isdir(os.path.join(SHARED, 'data'))
 
 
 @pytest.fixture
 def shared_dir():
     """../shared (real photos, weights); the test skips where it is absent."""
-    if not os.path.isdir(os.path.join(SHARED, 'data')):
+    if not shared_present():
         pytest.skip(f'real data not available at {SHARED}')
     return SHARED
+
+
+_SHARED_TESTS = pytest.StashKey()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    config.stash[_SHARED_TESTS] = {item.nodeid for item in items if SHARED_FIXTURE in item.fixturenames}
+
+
+def shared_skips(config):
+    """(test id, reason) of each collected test needing ../shared that skipped so far."""
+    reporter = config.pluginmanager.get_plugin('terminalreporter')
+    needing = config.stash.get(_SHARED_TESTS, set())
+    found = reporter.stats.get('skipped', []) if reporter is not None else []
+    return [(report.nodeid, report.longrepr[2].removeprefix('Skipped: ') if isinstance(report.longrepr, tuple)
+             else str(report.longrepr)) for report in found if report.nodeid in needing]
+
+
+def shared_required() -> bool:
+    return os.environ.get(REQUIRE_SHARED) == '1' and os.path.isdir(SHARED)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With PETPARK_REQUIRE_SHARED=1 and ../shared present, a skipped shared-data test fails the run."""
+    if shared_required() and shared_skips(session.config) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Once: how many tests that need ../shared skipped, and why."""
+    skipped = shared_skips(config)
+    if not skipped:
+        return
+    reasons = '; '.join(sorted({reason for _, reason in skipped}))
+    terminalreporter.write_sep('-', 'tests that need ../shared', yellow=True)
+    terminalreporter.write_line(f'{len(skipped)} of {len(config.stash[_SHARED_TESTS])} tests that need ../shared '
+                                f'(real photos and weights) skipped: {reasons}')
+    if shared_required():
+        terminalreporter.write_line(f'{REQUIRE_SHARED}=1 and {SHARED} exists: these skips fail the run', red=True)
 
 
 @pytest.fixture(scope='session')
@@ -60,4 +105,4 @@ def edge_export(transformed, trained_model, tmp_path_factory):
 @pytest.fixture
 def shared_dir_or_none():
     """../shared when present, else None (for tests that only add real photos where they exist)."""
-    return SHARED if os.path.isdir(os.path.join(SHARED, 'data')) else None
+    return SHARED if shared_present() else None

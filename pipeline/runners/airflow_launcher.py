@@ -6,9 +6,14 @@ Evaluator gets the same artifact as `model` and `baseline_model`, and MLMD rejec
 (`AlreadyExistsError: Given event already exists`), failing every run with no new data. Here an
 artifact already recorded under an earlier key of the same execution is not recorded again; the
 executor still receives both inputs.
-"""
-from typing import Dict, List, Optional
 
+An Airflow retry of a task meets the same error: TFX reuses the execution the failed try
+registered and records its input events again. Inputs that execution already has are not
+recorded twice, so a retried task runs.
+"""
+from typing import Dict, List, Optional, Set
+
+from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.orchestration import metadata
 from tfx.orchestration.launcher import in_process_component_launcher
@@ -24,13 +29,25 @@ def first_occurrences(input_artifacts: Optional[Dict[str, List[types.Artifact]]]
     return result
 
 
+def not_recorded(input_artifacts: Dict[str, List[types.Artifact]], recorded: Set[int]) -> Dict[str, List[types.Artifact]]:
+    """`input_artifacts` without those whose ids are in `recorded`."""
+    return {key: [artifact for artifact in artifacts if artifact.id not in recorded]
+            for key, artifacts in input_artifacts.items()}
+
+
 class OneEventPerArtifactMetadata(metadata.Metadata):
-    """TFX's legacy Metadata; registers each input artifact of an execution once."""
+    """TFX's legacy Metadata; registers each input artifact of an execution once, retries included."""
 
     def register_execution(self, pipeline_info, component_info, contexts, exec_properties=None,
                            input_artifacts=None):
-        return super().register_execution(pipeline_info, component_info, contexts, exec_properties,
-                                          first_occurrences(input_artifacts))
+        inputs = first_occurrences(input_artifacts)
+        retried = self.get_component_run_context(component_info)
+        if retried is not None:  # an earlier try of this task in this run registered the execution
+            executions = [e.id for e in self.store.get_executions_by_context(retried.id)]
+            recorded = {e.artifact_id for e in self.store.get_events_by_execution_ids(executions)
+                        if e.type == metadata_store_pb2.Event.INPUT}
+            inputs = not_recorded(inputs, recorded)
+        return super().register_execution(pipeline_info, component_info, contexts, exec_properties, inputs)
 
 
 class InProcessLauncher(in_process_component_launcher.InProcessComponentLauncher):

@@ -1,14 +1,19 @@
-"""OnnxExporter: conversion and parity, the unsupported-op failure, INT8 accepted and rejected,
-the published layout and metadata, no duplicate export, nothing for an unblessed model."""
+"""OnnxExporter: conversion and parity, a disagreeing file refused, the unsupported-op failure, INT8
+accepted and rejected at the real budget, the published layout and metadata, no duplicate export,
+nothing for an unblessed model."""
+import inspect
 import json
 import os
+import re
+import tempfile
 
 import numpy as np
 import onnx
 import pytest
 import tensorflow as tf
+from onnx import numpy_helper
 
-from petpark.components.onnx_exporter import conversion
+from petpark.components.onnx_exporter import conversion, executor, proof
 from tests.pipeline_fixtures import IMAGE_SIZE, export_edge
 
 
@@ -31,14 +36,65 @@ def test_export_is_proven_published_and_recorded(edge_export):
     assert not [n for n in os.listdir(edge_dir) if n.startswith('.')]  # no staging left
 
 
-def test_int8_is_refused_when_it_loses_accuracy(transformed, trained_model, tmp_path):
-    artifact = export_edge(transformed, trained_model, str(tmp_path), max_int8_accuracy_drop=-1.0)
+def test_the_int8_budget_is_one_accuracy_point_and_the_pipeline_keeps_it(tmp_path):
+    """0.885 against 0.90 loses 1.5 points (refused), 0.895 loses 0.5 (shipped): a flipped sign or a
+    budget read as percent would ship both or neither."""
+    from petpark.components.onnx_exporter.component import OnnxExporter
+    from petpark.pipeline import factory, settings as config
+    default = inspect.signature(OnnxExporter.__init__).parameters['max_int8_accuracy_drop'].default
+    assert default == 0.01
+    assert executor.int8_verdict(0.90, 0.885, default)['shipped'] is False
+    assert executor.int8_verdict(0.90, 0.895, default)['shipped'] is True
+    assert executor.int8_verdict(0.90, 0.91, default)['shipped'] is True  # better is fine
+    settings = config.Settings.from_env({'home': str(tmp_path)}, environ={})
+    pipeline = factory.pipeline_from_settings(settings, pipeline_root=str(tmp_path / 'root'),
+                                              metadata_connection_config=None, beam_pipeline_args=[])
+    (exporter,) = [node for node in pipeline.components if node.id == 'OnnxExporter']
+    assert exporter.exec_properties['max_int8_accuracy_drop'] == default
+
+
+@pytest.mark.parametrize('int8_accuracy,shipped', [(0.885, False), (0.895, True)])
+def test_at_the_default_budget_int8_ships_only_within_one_point_of_fp32(
+        transformed, trained_model, tmp_path, monkeypatch, int8_accuracy, shipped):
+    measured = iter([0.90, int8_accuracy])  # FP32 is measured first, then INT8
+    monkeypatch.setattr(proof, 'accuracy', lambda scores, labels: next(measured))
+    artifact = export_edge(transformed, trained_model, str(tmp_path))  # the component's default budget
     folder = os.path.join(str(tmp_path), 'edge', 'petpark', '1800000000')
-    assert sorted(os.listdir(folder)) == ['metadata.json', 'model.onnx']
     metadata = json.load(open(os.path.join(folder, 'metadata.json')))
-    assert metadata['files']['int8'] is None and 'more than -1 below FP32' in metadata['quantization']['reason']
-    assert artifact.get_int_custom_property('int8_shipped') == 0
-    assert 'below FP32' in artifact.get_string_custom_property('int8_reason')
+    assert (metadata['accuracy']['fp32'], metadata['accuracy']['int8']) == (0.90, int8_accuracy)
+    assert ('model.int8.onnx' in os.listdir(folder)) is shipped
+    assert (metadata['files']['int8'] == 'model.int8.onnx') is shipped
+    assert artifact.get_int_custom_property('int8_shipped') == int(shipped)
+    reason = artifact.get_string_custom_property('int8_reason')
+    assert reason == metadata['quantization']['reason']
+    assert ('more than 0.01 below FP32' in reason) is not shipped and ('within 0.01 of FP32' in reason) is shipped
+
+
+def test_an_onnx_file_that_disagrees_with_the_saved_model_is_refused_and_nothing_is_left(
+        transformed, trained_model, tmp_path, monkeypatch):
+    real_convert = conversion.convert
+
+    def disagreeing(saved_model_dir, signature_name, opset):
+        model = real_convert(saved_model_dir, signature_name, opset)
+        for initializer in model.graph.initializer:
+            if initializer.data_type == onnx.TensorProto.FLOAT:
+                initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) + np.float32(0.1),
+                                                             initializer.name))
+        return model
+
+    monkeypatch.setattr(conversion, 'convert', disagreeing)
+    stages = tmp_path / 'tmp'
+    stages.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(stages))
+    work = tmp_path / 'work'
+    work.mkdir()
+    with pytest.raises(executor.ParityError) as refused:
+        export_edge(transformed, trained_model, str(work))
+    found = re.match(r'ONNX and SavedModel disagree on \d+ eval examples: largest probability difference (\S+) '
+                     r'\(allowed 0.0001\)', str(refused.value))
+    assert found and float(found.group(1)) > 1e-3, refused.value
+    assert not (work / 'edge').exists()  # nothing published
+    assert not list(work.rglob('*.onnx')) and os.listdir(stages) == []  # no artifact files, no stage left
 
 
 def test_a_second_export_of_the_same_model_is_not_published_again(transformed, trained_model, tmp_path):

@@ -1,5 +1,6 @@
 """ServingValidator: a real `petpark serve` process per check, always stopped."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,9 +11,12 @@ import psutil
 import pytest
 from tfx.components.infra_validator import types as iv_types
 from tfx.components.infra_validator.model_server_clients import tensorflow_serving_client
+from tfx.utils import io_utils, path_utils
 
+from petpark.components.common import facts
+from petpark.components.serving_validator import executor
 from tests.components.test_serving_pusher import push, versions
-from tests.pipeline_fixtures import model_with_unknown_op, validate_serving
+from tests.pipeline_fixtures import model_with_shifted_biases, model_with_unknown_op, validate_serving
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -41,6 +45,7 @@ def test_a_good_model_is_blessed_with_server_version_and_latency_and_pushed(tran
     assert blessing.get_string_custom_property('model_version').isdigit()
     assert 0 < blessing.get_float_custom_property('latency_p50_ms') <= blessing.get_float_custom_property('latency_p99_ms')
     assert blessing.get_float_custom_property('requests') == 8
+    assert blessing.has_custom_property('max_abs_difference')  # get_float_custom_property gives 0.0 when absent
     assert blessing.get_float_custom_property('max_abs_difference') <= 1e-5
     assert not servers_for('serving_validator_')
 
@@ -55,6 +60,37 @@ def test_a_model_the_server_cannot_load_is_not_pushed_though_the_evaluator_bless
     assert os.path.exists(os.path.join(blessing.uri, 'INFRA_NOT_BLESSED'))
     reason = blessing.get_string_custom_property('reason')
     assert 'failed to load' in reason and 'PetparkCameraOp' in reason, reason
+    assert not servers_for('serving_validator_')
+
+
+class HandsTheServer:
+    """The executor's io_utils, but the copy it hands the model server is `served` (a model
+    server that loaded something else than the candidate)."""
+
+    def __init__(self, served):
+        self._served = served
+
+    def copy_dir(self, source, destination):
+        io_utils.copy_dir(path_utils.serving_model_path(self._served.uri), destination)
+
+    def __getattr__(self, name):
+        return getattr(io_utils, name)
+
+
+def test_a_served_answer_that_differs_from_the_model_in_process_is_not_blessed_and_not_pushed(
+        transformed, trained_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(executor, 'io_utils', HandsTheServer(model_with_shifted_biases(trained_model, str(tmp_path))))
+    blessing = validate_serving(trained_model, transformed['raw_examples'], str(tmp_path))
+    assert blessing.get_int_custom_property('blessed') == 0
+    assert os.path.exists(os.path.join(blessing.uri, 'INFRA_NOT_BLESSED'))
+    assert not os.path.exists(os.path.join(blessing.uri, 'INFRA_BLESSED'))
+    reason = blessing.get_string_custom_property('reason')
+    found = re.fullmatch(r'petpark: answers differ from the in-process prediction by (\S+) \(tolerance 1e-05\)', reason)
+    assert found and float(found.group(1)) > 1e-3, reason
+    assert facts.contributions(blessing)['serving_check']['reason'] == reason
+    monkeypatch.undo()
+    pushed = push(tmp_path, trained_model.uri, blessed=True, infra_blessing=blessing)
+    assert pushed.get_int_custom_property('pushed') == 0 and versions(tmp_path) == []
     assert not servers_for('serving_validator_')
 
 

@@ -1,5 +1,8 @@
-"""The Airflow launcher records an artifact given under two input keys as one MLMD input event."""
+"""The Airflow launcher records an artifact given under two input keys as one MLMD input event,
+and a retried task's inputs once."""
+import ml_metadata as mlmd
 import pytest
+from tfx.orchestration import data_types, metadata
 from tfx.types import standard_artifacts
 
 from petpark.pipeline import settings as config
@@ -20,6 +23,27 @@ def test_an_artifact_under_two_keys_is_registered_once_and_others_are_kept():
         {'examples': [3], 'model': [7], 'baseline_model': [8]}
     assert [a.id for a in inputs['baseline_model']] == [7, 8]  # what the executor gets is untouched
     assert airflow_launcher.first_occurrences(None) == {}
+
+
+def register_twice(metadata_class, path):
+    """Registers the Pusher's execution of one run twice, as an Airflow retry does; returns both."""
+    pipeline = data_types.PipelineInfo('petpark', str(path / 'root'), run_id='manual__1')
+    component = data_types.ComponentInfo('ServingPusher', 'Pusher', pipeline)
+    with metadata_class(metadata.sqlite_metadata_connection_config(str(path / 'mlmd.sqlite'))) as store:
+        candidate = standard_artifacts.Model()
+        candidate.uri = str(path / 'model')
+        store.publish_artifacts([candidate])
+        return [store.register_execution(pipeline, component, store.register_pipeline_contexts_if_not_exists(pipeline),
+                                         input_artifacts={'model': [candidate]}) for _ in range(2)]
+
+
+def test_a_retried_task_reuses_its_execution_without_recording_its_inputs_again(tmp_path):
+    (tmp_path / 'tfx').mkdir()
+    with pytest.raises(mlmd.errors.AlreadyExistsError, match='event already exists'):
+        register_twice(metadata.Metadata, tmp_path / 'tfx')  # TFX's own, on a retry
+    (tmp_path / 'petpark').mkdir()
+    first, retry = register_twice(airflow_launcher.OneEventPerArtifactMetadata, tmp_path / 'petpark')
+    assert retry.id == first.id
 
 
 @pytest.mark.parametrize('name,value,message', [

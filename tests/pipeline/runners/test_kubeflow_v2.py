@@ -21,12 +21,13 @@ def compiled(tmp_path_factory):
     pipeline = factory.pipeline_from_settings(settings, pipeline_root=settings.pipeline_root, metadata_connection_config=None,
                                        beam_pipeline_args=DATAFLOW, user_code_from='installed')
     with open(output) as f:
-        assert json.load(f) == spec
-    return spec['pipelineSpec'], pipeline
+        written = json.load(f)
+    assert written == spec
+    return spec['pipelineSpec'], pipeline, written
 
 
 def test_every_component_runs_in_the_image_with_its_executor(compiled):
-    spec, pipeline = compiled
+    spec, pipeline, _ = compiled
     tasks = spec['root']['dag']['tasks']
     executors = spec['deploymentSpec']['executors']
     for node in pipeline.components:
@@ -44,14 +45,14 @@ def test_every_component_runs_in_the_image_with_its_executor(compiled):
 
 def test_the_image_example_gen_resolves_spans_before_it_runs(compiled):
     """Kubeflow V2 runs TFX's span-resolving driver before FileBasedExampleGens; ImageExampleGen is one."""
-    spec, _ = compiled
+    spec, _, _ = compiled
     hook = spec['deploymentSpec']['executors']['ImageExampleGen_executor']['container']['lifecycle']['preCacheCheck']
     assert hook['command'][-1] == 'tfx.orchestration.kubeflow.v2.file_based_example_gen.driver'
     assert hook['args'][-len(DATAFLOW):] == DATAFLOW
 
 
 def test_beam_args_reach_every_beam_powered_component(compiled):
-    spec, pipeline = compiled
+    spec, pipeline, _ = compiled
     executors = spec['deploymentSpec']['executors']
     beam_nodes = [node.id for node in pipeline.components if hasattr(node, 'executor_spec')
                   and issubclass(node.executor_spec.executor_class, base_beam_executor.BaseBeamExecutor)]
@@ -61,7 +62,7 @@ def test_beam_args_reach_every_beam_powered_component(compiled):
 
 
 def test_module_code_comes_from_the_image_and_nothing_is_uploaded(compiled):
-    spec, _ = compiled
+    spec, _, _ = compiled
     parameters = {name: json.dumps(spec['root']['dag']['tasks'][name]) for name in ('Transform', 'Tuner', 'Trainer')}
     assert 'petpark.modules.preprocessing.preprocessing_fn' in parameters['Transform']
     assert 'petpark.modules.tuner.tuner_fn' in parameters['Tuner']
@@ -69,9 +70,23 @@ def test_module_code_comes_from_the_image_and_nothing_is_uploaded(compiled):
     assert not any('_wheels' in text or 'module_file' in text for text in parameters.values())
 
 
-def test_the_pipeline_root_stays_a_bucket(compiled):
-    spec, pipeline = compiled
-    assert pipeline.pipeline_info.pipeline_root == 'gs://petpark-bucket/home/pipeline_root/petpark'
+def task_parameter(spec, task, name):
+    """A constant parameter of a compiled task, as the executor will receive it."""
+    parameter = spec['root']['dag']['tasks'][task]['inputs']['parameters'][name]
+    return parameter['runtimeValue']['constantValue']['stringValue']
+
+
+def test_the_pipeline_root_and_every_destination_stay_in_the_bucket(compiled):
+    """What the compiled file tells Vertex/Kubeflow, not the Pipeline object this test built."""
+    spec, _, written = compiled
+    assert written['runtimeConfig']['gcsOutputDirectory'] == 'gs://petpark-bucket/home/pipeline_root/petpark'
+    assert task_parameter(spec, 'ImageExampleGen', 'input_base') == 'gs://petpark-bucket/photos'
+    push = json.loads(task_parameter(spec, 'Pusher', 'push_destination'))
+    assert push == {'filesystem': {'base_directory': 'gs://petpark-bucket/home/serving/petpark'}}
+    assert task_parameter(spec, 'OnnxExporter', 'edge_base_directory') == 'gs://petpark-bucket/home/edge/petpark'
+    assert task_parameter(spec, 'ModelCardGenerator', 'card_base_directory') == \
+        'gs://petpark-bucket/home/model_cards/petpark'
+    assert 'gs:/petpark' not in json.dumps(written)  # no URI was made a local path (one slash lost)
 
 
 @pytest.mark.parametrize('value,message', [('--runner=Flink "unclosed', 'PETPARK_BEAM_ARGS: No closing quotation'),
