@@ -15,7 +15,7 @@ from petpark.pipeline.inspection import store as mlmd_store
 EXECUTION_TYPE = 'petpark.MonitorWindow'
 CONTEXT_TYPE = 'petpark.Monitor'
 REPORT_TYPE = 'petpark.MonitoringReport'
-_RETRY_SECONDS = 60.0  # a pipeline run holds sqlite's one writer for a moment at a time
+_RETRY_SECONDS = 60.0  # a pipeline run holds sqlite's one writer (a database server's locks) for a moment
 
 
 def _retrying(call):
@@ -65,13 +65,13 @@ def _artifact(type_id: int, uri: str, properties: Dict[str, str], custom: Dict[s
     return artifact
 
 
-def record_window(metadata_path: str, pipeline_name: str, model_name: str, version: str, window_id: str,
+def record_window(metadata: mlmd_store.Target, pipeline_name: str, model_name: str, version: str, window_id: str,
                   inputs: Dict[str, metadata_store_pb2.Artifact], statistics_uri: Optional[str],
                   anomalies_uri: Optional[str], anomaly_splits: List[str], report_uri: str, verdict: str,
                   contribution: str) -> int:
-    """Records the window; returns its execution id."""
+    """Records the window in MLMD (a sqlite file's path or a connection); returns its execution id."""
     def put() -> int:
-        store = mlmd_store.open_store(metadata_path, read_only=False)
+        store = mlmd_store.open_store(metadata, read_only=False)
         types = _type_ids(store)
         outputs = {'report': _artifact(types[REPORT_TYPE], report_uri, {}, {
             'verdict': verdict, 'model_version': version, 'window': window_id, 'petpark_facts': contribution})}
@@ -103,10 +103,11 @@ def record_window(metadata_path: str, pipeline_name: str, model_name: str, versi
     return _retrying(put)
 
 
-def windows(metadata_path: str, pipeline_name: str, model_name: str, version: Optional[str] = None) -> List[dict]:
+def windows(metadata: mlmd_store.Target, pipeline_name: str, model_name: str,
+            version: Optional[str] = None) -> List[dict]:
     """Recorded windows of a model (and version), oldest first: {execution id, verdict, version,
     window, statistics uri, report uri}."""
-    store = mlmd_store.open_store(metadata_path)
+    store = mlmd_store.open_store(metadata)
     context = store.get_context_by_type_and_name(CONTEXT_TYPE, f'{pipeline_name}.{model_name}') \
         if CONTEXT_TYPE in {t.name for t in store.get_context_types()} else None
     if context is None:

@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import subprocess
+import urllib.parse
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -57,7 +58,7 @@ class Declaration:
     high: Optional[float] = None
     above: Optional[float] = None  # exclusive lower bound
     choices: Tuple[str, ...] = ()
-    kind: str = ''  # 'path': made absolute; 'name': becomes a folder name
+    kind: str = ''  # 'path': made absolute; 'name': becomes a folder name; 'url': shown with its password masked
     # TrainingConfig fields ('section.field') this setting fills, and how its value converts
     config: Tuple[str, ...] = ()
     to_config: Optional[Callable[[Any], Any]] = None
@@ -237,6 +238,9 @@ class MonitoringSettings:
                                'boxes). Empty: `<home>/request_logs`.', kind='path')
     prometheus_url: str = setting('', "Prometheus that scrapes the servers, for the window's request rate, error "
                                       'ratio and latency. Empty: not measured.')
+    schedule: str = setting('*/15 * * * *', 'Airflow: the monitoring DAG `<pipeline_name>_monitor` checks each '
+                                          'interval of this cron schedule (or preset) as one window; `none`: no '
+                                          'monitoring DAG.')
     alertmanager_url: str = setting('', "Alertmanager the monitor posts breaches to (its /api/v2/alerts).")
     webhook_url: str = setting('', 'Where breaches are posted as JSON when there is no Alertmanager.')
     alert_cooldown_s: int = setting(3600, 'A check that breached is not alerted again within this many seconds.',
@@ -247,9 +251,33 @@ class MonitoringSettings:
                                    "Airflow's REST API), `local` (run the pipeline here) or `none`.",
                            choices=('none', 'airflow', 'local'))
 
+    canary_min_requests: int = setting(1000, '`petpark monitor canary`: a PASS needs at least this many mirrored '
+                                             'requests (fewer: INCONCLUSIVE, unless a check already failed).',
+                                       low=100, high=10_000_000)
+    canary_max_flip_rate: float = setting(0.005, 'Share of decisions (predicted class) the canary may change from '
+                                                 "stable's; significantly more: FAIL.", above=0, high=0.5)
+    canary_max_score_shift: float = setting(0.1, 'Largest Kolmogorov-Smirnov distance between the two score '
+                                                 'distributions before a significant shift fails the canary.',
+                                            above=0, high=1)
+    canary_max_error_ratio: float = setting(0.001, 'Share of mirrored requests the canary may fail that stable '
+                                                   'answered; significantly more: FAIL.', above=0, high=0.5)
+    canary_max_latency_increase: float = setting(0.25, "How much slower than stable's (p50) the canary may be, "
+                                                       'e.g. 0.25: 25%; a significantly slower canary beyond it: FAIL.',
+                                                 above=0, high=100)
+
     @property
     def window_sizes(self) -> Tuple[int, ...]:
         return tuple(self.min_window * factor for factor in (1, 2, 4, 10, 20, 40, 100))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseSettings:
+    """Release governance: what `petpark promote` requires before a label moves."""
+    PREFIX = 'release_'
+    require_approval: bool = setting(True, '`petpark promote --label stable` (and a rollback) needs an approval of '
+                                           'the version (`petpark models approve`); false turns the rule off (a lab). '
+                                           'A FAIL canary verdict blocks `stable` either way; `--force --reason` '
+                                           'overrides both, recorded as an override.')
 
 
 _REAL_BACKBONE = 'mobilenet_v1_1.0'
@@ -305,6 +333,10 @@ class Settings:
                                    'override them.', choices=tuple(PROFILES))
     home: str = setting('petpark_home', 'Pipeline root, MLMD sqlite and serving push directory live below it.',
                         kind='path')
+    metadata: str = setting('', 'MLMD store. Empty: the sqlite file `<home>/metadata.sqlite`; else PostgreSQL as '
+                                '`postgresql://USER:PASSWORD@HOST:PORT/DBNAME` (special characters percent-encoded; '
+                                'the password is never shown). `petpark airflow up` gives its tasks its own.',
+                            kind='url')
     pipeline_name: str = setting('petpark', 'TFX pipeline name.', kind='name')
     model_name: str = setting('petpark', 'Served model name: `<home>/serving/<model_name>/`.', kind='name')
     seed: int = setting(0, 'Seed for data generation, tuning and training.', low=0, high=2 ** 31 - 2,
@@ -317,6 +349,7 @@ class Settings:
     export: ExportSettings = ExportSettings()
     beam: BeamSettings = BeamSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    release: ReleaseSettings = ReleaseSettings()
     airflow: AirflowSettings = AirflowSettings()
 
     @classmethod
@@ -370,6 +403,8 @@ class Settings:
         if check_data_root and uris.is_local(self.home) and os.path.exists(self.home) and not os.path.isdir(self.home):
             raise ValueError(f'PETPARK_HOME: {self.home!r} exists and is not a directory')
         self.airflow.start()
+        if self.metadata:
+            postgresql_parts(self.metadata)
         self.beam.arg_list()
         self.training_config()
 
@@ -412,6 +447,17 @@ class Settings:
     @property
     def metadata_path(self) -> str:
         return os.path.join(self.home, 'metadata.sqlite')
+
+    def metadata_connection(self):
+        """MLMD's ConnectionConfig: PostgreSQL from PETPARK_METADATA, else the sqlite file `metadata_path`
+        (created when first written)."""
+        from ml_metadata.proto import metadata_store_pb2
+        if not self.metadata:
+            sqlite = metadata_store_pb2.SqliteMetadataSourceConfig
+            return metadata_store_pb2.ConnectionConfig(sqlite=sqlite(
+                filename_uri=self.metadata_path, connection_mode=sqlite.READWRITE_OPENCREATE))
+        return metadata_store_pb2.ConnectionConfig(
+            postgresql=metadata_store_pb2.PostgreSQLDatabaseConfig(**postgresql_parts(self.metadata)))
 
     @property
     def serving_model_dir(self) -> str:
@@ -487,6 +533,10 @@ class Declared:
         self.check(value)
         return value
 
+    def shown(self, value: Any) -> Any:
+        """The value as `petpark settings` prints it: a URL's password masked."""
+        return masked_url(value) if self.kind == 'url' else value
+
     def check(self, value: Any) -> None:
         if self.type in (int, float):
             if value != value or value in (float('inf'), float('-inf')):
@@ -550,6 +600,47 @@ def warn_about_unknown_variables(environ: Mapping[str, str]) -> List[str]:
         warnings.warn(f'{key} is not a petpark setting and is ignored{_closest(key, known)} '
                       '(`petpark settings` lists them)', UnknownSettingWarning, stacklevel=3)
     return unknown
+
+
+POSTGRESQL_FORM = 'postgresql://USER:PASSWORD@HOST:PORT/DBNAME'
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password (from the `:` after the user to the last `@`) as `***`."""
+    head, at, tail = url.rpartition('@')
+    start = head.find('://') + 3 if '://' in head else 0
+    colon = head.find(':', start)
+    return url if not at or colon < 0 else f'{head[:colon + 1]}***@{tail}'
+
+
+def postgresql_parts(url: str) -> Dict[str, str]:
+    """PETPARK_METADATA's PostgreSQL URL as PostgreSQLDatabaseConfig fields (host, port, user, password,
+    dbname); a ValueError naming the variable, with the password masked, when it is not one."""
+    def bad(problem: str) -> ValueError:
+        return ValueError(f'PETPARK_METADATA={masked_url(url)!r}: {problem}; expected empty (the sqlite file '
+                          f'<home>/metadata.sqlite) or {POSTGRESQL_FORM}')
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise bad('the host or port cannot be read (a port is a number from 1 to 65535)') from None
+    if parts.scheme not in ('postgresql', 'postgres'):
+        raise bad(f'the scheme must be postgresql, not {parts.scheme!r}' if parts.scheme else 'not a URL')
+    if not parts.username or not parts.hostname:
+        raise bad('it needs a user and a host')
+    if parts.query or parts.fragment or '@' in parts.path:
+        raise bad('no ?options or #fragment are read, and "/", "?" and "#" in a password must be percent-encoded')
+    if port == 0:
+        raise bad('the port must be a number from 1 to 65535')
+    dbname = urllib.parse.unquote(parts.path[1:])
+    if not dbname or '/' in parts.path[1:]:
+        raise bad('it needs one database name after the host')
+    found = {'host': parts.hostname, 'port': str(port or 5432), 'user': urllib.parse.unquote(parts.username),
+             'password': urllib.parse.unquote(parts.password or ''), 'dbname': dbname}
+    if any(re.search(r"[\s'\\]", value) for value in found.values()):  # ml-metadata 1.16 does not quote them
+        raise bad('ml-metadata passes the user, password, host and database to libpq unquoted: none may hold '
+                  'a space, a quote or a backslash')
+    return found
 
 
 def absolute(path: str) -> str:

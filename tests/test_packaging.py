@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = {'pipeline': ['', 'airflow', 'notebooks'], 'components': [''], 'modules': [''], 'schemas': [''],
          'serving': ['', 'serving', 'edge'], 'monitoring': ['']}
 # distributions of the Airflow environment (.venv-airflow) that the main environment does not have
-AIRFLOW_ONLY = {'psycopg2': 'psycopg2-binary'}
+AIRFLOW_ONLY = {'psycopg2': 'psycopg2-binary', 'airflow': 'apache-airflow'}
 
 
 def imported_modules(folder):
@@ -37,8 +37,8 @@ def imported_modules(folder):
                     continue
                 for module in names:
                     top = module.split('.')[0]
-                    if top not in sys.stdlib_module_names and top != 'petpark' and not (
-                            folder == 'modules' and os.path.isfile(os.path.join(REPO, 'modules', f'{top}.py'))):
+                    beside = os.path.isfile(os.path.join(root, f'{top}.py'))  # copied together (edge box, Trainer)
+                    if top not in sys.stdlib_module_names and top != 'petpark' and not beside:
                         found.setdefault(module, os.path.relpath(path, REPO))
     return found
 

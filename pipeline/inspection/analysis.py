@@ -19,7 +19,7 @@ NOTEBOOKS = ('data_validation', 'model_analysis')
 def settings() -> Settings:
     """The settings of the environment (PETPARK_HOME first); the data folder may be gone."""
     found = Settings.from_env(check_data_root=False)
-    if not os.path.isfile(found.metadata_path):
+    if not found.metadata and not os.path.isfile(found.metadata_path):
         raise ValueError(f'No metadata store at {found.metadata_path}: run the pipeline first or set PETPARK_HOME')
     return found
 
@@ -33,7 +33,7 @@ def tfx_artifact(artifact: store.Artifact, artifact_class):
 
 def latest_run(current: Settings, having: Optional[Tuple[str, str]] = None) -> summary.RunRecord:
     """The newest run; with `having` (node, output key), the newest that produced that output."""
-    return summary.latest_run(current.metadata_path, current.pipeline_name, having)
+    return summary.latest_run(current.metadata_connection(), current.pipeline_name, having)
 
 
 def required(run: summary.RunRecord, node: str, key: str):
@@ -71,7 +71,7 @@ def anomalies(run: summary.RunRecord) -> Dict[str, object]:
 
 def statistics_by_span(current: Settings) -> List[Tuple[int, object]]:
     """[(span, ExampleStatistics artifact)], one per span (its newest), oldest span first."""
-    lineage = store.Lineage(current.metadata_path, current.pipeline_name)
+    lineage = store.Lineage(current.metadata_connection(), current.pipeline_name)
     newest: Dict[int, object] = {}
     for artifact in sorted(lineage.store.get_artifacts_by_type('ExampleStatistics'), key=lambda a: a.id):
         examples = lineage.input_of_producer(artifact, 'examples')

@@ -1,42 +1,135 @@
 """The one reader of MLMD: opening a pipeline's store, and the lineage questions asked of it.
 
-Only ml_metadata is imported (no TensorFlow, no TFX), so `petpark models` answers in well under
-two seconds. A metadata file that is missing, not sqlite or damaged gives one MetadataError
-naming the file, never a traceback.
+A store is named by a sqlite file's path or by a ConnectionConfig (`Settings.metadata_connection()`:
+the sqlite file, or PostgreSQL). Only ml_metadata is imported (no TensorFlow, no TFX), so `petpark
+models` answers in well under two seconds. A store that is missing, not sqlite, damaged or refuses
+the connection gives one MetadataError naming it (never its password), never a traceback.
 """
 import os
-from typing import Dict, List, Optional, Sequence
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
-import ml_metadata as mlmd
-from ml_metadata import errors
-from ml_metadata.proto import metadata_store_pb2
+# MLMD's PostgreSQL driver logs two INFO lines through glog on every connection; warnings still show
+os.environ.setdefault('GLOG_minloglevel', '1')
+import ml_metadata as mlmd  # noqa: E402
+from ml_metadata import errors  # noqa: E402
+from google.protobuf import descriptor  # noqa: E402
+from ml_metadata.proto import metadata_store_pb2  # noqa: E402
 
 Artifact = metadata_store_pb2.Artifact
 Event = metadata_store_pb2.Event
+ConnectionConfig = metadata_store_pb2.ConnectionConfig
+Target = Union[str, ConnectionConfig]  # an MLMD sqlite file's path, or a connection
 _SQLITE_HEADER = b'SQLite format 3\x00'
 
 
 class MetadataError(ValueError):
-    """The metadata store cannot be read; the message names the file and why."""
+    """The metadata store cannot be read; the message names the store and why."""
 
 
-def sqlite_config(metadata_path: str, read_only: bool = True) -> metadata_store_pb2.ConnectionConfig:
+def sqlite_config(metadata_path: str, read_only: bool = True) -> ConnectionConfig:
     """The connection to an MLMD sqlite file (TFX's layout: created when written first)."""
     mode = metadata_store_pb2.SqliteMetadataSourceConfig
-    return metadata_store_pb2.ConnectionConfig(sqlite=mode(
+    return ConnectionConfig(sqlite=mode(
         filename_uri=metadata_path, connection_mode=mode.READONLY if read_only else mode.READWRITE_OPENCREATE))
 
 
-def read_only(config: metadata_store_pb2.ConnectionConfig) -> metadata_store_pb2.ConnectionConfig:
+def read_only(config: ConnectionConfig) -> ConnectionConfig:
     """The same store, opened read-only where the backend supports it (sqlite)."""
-    config = metadata_store_pb2.ConnectionConfig.FromString(config.SerializeToString())
+    config = ConnectionConfig.FromString(config.SerializeToString())
     if config.HasField('sqlite'):
         config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     return config
 
 
-def open_store(metadata_path: str, read_only: bool = True) -> mlmd.MetadataStore:
-    """The store in the sqlite file at `metadata_path`; MetadataError when it cannot be read."""
+def sqlite_path(metadata: Target) -> Optional[str]:
+    """The sqlite file of a path or sqlite connection; None for a database server."""
+    if isinstance(metadata, str):
+        return metadata
+    return metadata.sqlite.filename_uri if metadata.HasField('sqlite') else None
+
+
+def location(metadata: Target) -> str:
+    """The store as messages name it: the sqlite file, or the server's URL without the password."""
+    path = sqlite_path(metadata)
+    if path is not None:
+        return path
+    kind = metadata.WhichOneof('config')
+    server = getattr(metadata, kind) if kind in ('postgresql', 'mysql') else None
+    if server is None:
+        return f'the MLMD store ({kind})'
+    database = server.dbname if kind == 'postgresql' else server.database
+    return f'{kind}://{server.user}@{server.host}:{server.port}/{database}'
+
+
+# ml-metadata 1.16's PostgreSQL backend cannot write a string holding a backslash: it quotes values with
+# libpq's PQescapeLiteral and strips the first and last character, which turns the ` E'a\\b'` libpq returns
+# for such a string into broken SQL (`'E'a\\b'`: "syntax error"). TFX writes such strings (ImageExampleGen's
+# regular expression, the Evaluator's eval_config with JSON inside JSON), so on PostgreSQL every string a
+# store sends has each backslash written as _ESCAPE + 'b' (and _ESCAPE itself doubled), and every string it
+# receives is decoded: MLMD's users in this process see the strings they wrote.
+_ESCAPE = '\ue000'  # a private-use character
+_ESCAPED = re.compile(_ESCAPE + '(.)', re.S)
+_QUERY_FIELDS = {'filter_query', 'next_page_token', 'order_by_field'}  # MLMD's own syntax, passed as is
+
+
+def encode_backslashes(text: str) -> str:
+    return text.replace(_ESCAPE, _ESCAPE * 2).replace('\\', _ESCAPE + 'b')
+
+
+def decode_backslashes(text: str) -> str:
+    return _ESCAPED.sub(lambda found: '\\' if found.group(1) == 'b' else found.group(1), text) if _ESCAPE in text \
+        else text
+
+
+def map_strings(message, change: Callable[[str], str]) -> None:
+    """Applies `change` to every string field of a proto message, nested messages and map values included."""
+    for field, value in message.ListFields():
+        if field.name in _QUERY_FIELDS:
+            continue
+        if field.type == descriptor.FieldDescriptor.TYPE_STRING:
+            if field.label == descriptor.FieldDescriptor.LABEL_REPEATED:
+                changed = [change(item) for item in value]
+                del value[:]
+                value.extend(changed)
+            else:
+                setattr(message, field.name, change(value))
+        elif field.type == descriptor.FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                kind = field.message_type.fields_by_name['value'].type
+                for key in list(value):
+                    if kind == descriptor.FieldDescriptor.TYPE_MESSAGE:
+                        map_strings(value[key], change)
+                    elif kind == descriptor.FieldDescriptor.TYPE_STRING:
+                        value[key] = change(value[key])
+            elif field.label == descriptor.FieldDescriptor.LABEL_REPEATED:
+                for item in value:
+                    map_strings(item, change)
+            else:
+                map_strings(value, change)
+
+
+def handle_backslashes_on_postgresql() -> None:
+    """Makes every MetadataStore of this process on PostgreSQL encode backslashes (see above); idempotent."""
+    plain_call = mlmd.MetadataStore._call
+    if getattr(plain_call, 'petpark_backslashes', False):
+        return
+
+    def call(self, method_name, request, response, extra_options=None):
+        config = getattr(self, '_config', None)
+        if not isinstance(config, ConnectionConfig) or not config.HasField('postgresql'):
+            return plain_call(self, method_name, request, response, extra_options)
+        encoded = type(request)()
+        encoded.CopyFrom(request)
+        map_strings(encoded, encode_backslashes)
+        result = plain_call(self, method_name, encoded, response, extra_options)
+        map_strings(response, decode_backslashes)
+        return result
+    call.petpark_backslashes = True
+    mlmd.MetadataStore._call = call
+
+
+def _check_sqlite_file(metadata_path: str, read_only: bool) -> None:
     if os.path.isdir(metadata_path):
         raise MetadataError(f'{metadata_path}: a folder, not an MLMD sqlite file')
     if read_only and not os.path.isfile(metadata_path):
@@ -49,12 +142,28 @@ def open_store(metadata_path: str, read_only: bool = True) -> mlmd.MetadataStore
             raise MetadataError(f'{metadata_path}: cannot be read ({e.strerror})') from None
         if header and header != _SQLITE_HEADER:
             raise MetadataError(f'{metadata_path}: not an MLMD sqlite file (it does not start with the SQLite header)')
+
+
+def open_store(metadata: Target, read_only: bool = True) -> mlmd.MetadataStore:
+    """The store at `metadata` (a sqlite file's path or a ConnectionConfig); MetadataError when it cannot
+    be read. `read_only` opens sqlite read-only (a missing file is an error); PostgreSQL has no such mode."""
+    path = sqlite_path(metadata)
+    if path is not None:
+        _check_sqlite_file(path, read_only)
+    else:
+        handle_backslashes_on_postgresql()
     try:
-        store = mlmd.MetadataStore(sqlite_config(metadata_path, read_only))
+        store = mlmd.MetadataStore(sqlite_config(path, read_only) if path is not None else metadata)
         store.get_context_types()  # reads the schema: a damaged file fails here, not later
     except (RuntimeError, errors.StatusError) as e:
-        reason = str(e).strip().splitlines()[0].rsplit(' query: ', 1)[0][:200]  # sqlite's reason, without MLMD's SQL
-        raise MetadataError(f'{metadata_path}: not a readable MLMD store ({reason})') from None
+        reason = str(e).strip().splitlines()[0].rsplit(' query: ', 1)[0][:200]  # the reason, without MLMD's SQL
+        if path is not None:
+            raise MetadataError(f'{path}: not a readable MLMD store ({reason})') from None
+        password = metadata.postgresql.password if metadata.HasField('postgresql') else ''
+        if password:
+            reason = reason.replace(password, '***')
+        raise MetadataError(f'{location(metadata)}: cannot open the MLMD store ({reason}; a refused login, '
+                            'a wrong password or a missing database: the reason is logged above)') from None
     return store
 
 
@@ -79,8 +188,8 @@ def node_of_executions(store: mlmd.MetadataStore, pipeline_name: str,
 class Lineage:
     """Read-only lineage questions to one pipeline's store: who made an artifact, from what."""
 
-    def __init__(self, metadata_path: str, pipeline_name: str):
-        self.store = open_store(metadata_path)
+    def __init__(self, metadata: Target, pipeline_name: str):
+        self.store = open_store(metadata)
         self.pipeline_name = pipeline_name
         self._types = {t.id: t.name for t in self.store.get_artifact_types()}
 

@@ -42,25 +42,27 @@ def state_name(execution: metadata_store_pb2.Execution, run_in_progress: bool) -
     return name
 
 
-def latest_run(metadata_path: str, pipeline_name: str, having: Optional[Tuple[str, str]] = None) -> RunRecord:
-    """The newest run of `pipeline_name` recorded in the MLMD sqlite file; with `having`
-    (node, output key), the newest run that has that output."""
-    store = mlmd_store.open_store(metadata_path)
+def latest_run(metadata: mlmd_store.Target, pipeline_name: str,
+               having: Optional[Tuple[str, str]] = None) -> RunRecord:
+    """The newest run of `pipeline_name` recorded in MLMD (a sqlite file's path or a connection); with
+    `having` (node, output key), the newest run that has that output."""
+    store = mlmd_store.open_store(metadata)
     runs = [c for c in store.get_contexts_by_type('pipeline_run')
             if any(p.name == pipeline_name for p in store.get_parent_contexts_by_context(c.id))]
     for run in sorted(runs, key=lambda c: c.id, reverse=True):
-        record = _run_record(store, run, metadata_path, pipeline_name)
+        record = _run_record(store, run, mlmd_store.sqlite_path(metadata), pipeline_name)
         if having is None or record.output(*having) is not None:
             return record
-    raise LookupError(f'No run of pipeline {pipeline_name!r} in {metadata_path}'
+    raise LookupError(f'No run of pipeline {pipeline_name!r} in {mlmd_store.location(metadata)}'
                       + (f' with a {having[0]} output {having[1]!r}' if having else ''))
 
 
-def _run_record(store: mlmd.MetadataStore, run: metadata_store_pb2.Context, metadata_path: str,
+def _run_record(store: mlmd.MetadataStore, run: metadata_store_pb2.Context, metadata_path: Optional[str],
                 pipeline_name: str) -> RunRecord:
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
     node_of = mlmd_store.node_of_executions(store, pipeline_name, executions)
-    live = run_lock.run_in_progress(metadata_path)
+    # the run lock is beside a sqlite file; on a database server, states are as MLMD records them
+    live = run_lock.run_in_progress(metadata_path) if metadata_path else True
     states = {node_of[e.id]: state_name(e, live) for e in executions if e.id in node_of}
     seconds = {node_of[e.id]: (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0
                for e in executions if e.id in node_of}

@@ -9,8 +9,13 @@ Every process is started in its own process group, its PID written to
 `<home>/airflow/pids/<name>.pid`, and `down` stops it by that PID (SIGTERM, then SIGKILL).
 AIRFLOW_HOME is `<home>/airflow`: its airflow.cfg holds everything, so `airflow ...` and
 `tfx ... --engine airflow` commands work with only AIRFLOW_HOME set (`status` prints it).
+MLMD is the database `mlmd` of the same PostgreSQL, owned by the role `mlmd` (its own password, no
+rights on Airflow's database): the scheduler and its tasks get it as PETPARK_METADATA (unless
+PETPARK_METADATA names another store), so the training DAG's tasks and the monitoring DAG
+(pipeline/runners/monitor_dag.py, installed into dags/ by `up`) write to it side by side.
 """
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -20,15 +25,21 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from typing import Dict, Iterator, List, Optional
 
-from petpark.pipeline.settings import Settings
+from petpark.pipeline.settings import Settings, masked_url
 from petpark.serving.files import write_text_atomically
 from petpark.serving.ports import free_port, port_open
 
 DB_NAME = 'airflow'
 DB_USER = 'airflow'
+MLMD_NAME = 'mlmd'  # MLMD's database and the role that owns it
+# The monitoring DAG's file in dags/: the DAG is built by the installed petpark (never a stale copy).
+MONITOR_DAG_FILE = """# Written by `petpark airflow up`: the Airflow DAG `{dag_id}`, built by pipeline/runners/monitor_dag.py.
+from petpark.pipeline.runners.monitor_dag import DAG  # noqa: F401
+"""
 POSTGRES = 'postgres'
 SERVICES = ('scheduler', 'webserver')
 STOP_SECONDS = 30
@@ -102,11 +113,20 @@ class Deployment:
         return self._path('postgres', 'data')
 
     def environment(self) -> Dict[str, str]:
-        """What every Airflow process gets: AIRFLOW_HOME, this venv first on PATH, absolute PETPARK_HOME."""
+        """What every Airflow process gets: AIRFLOW_HOME, this venv first on PATH, absolute PETPARK_HOME,
+        and PETPARK_METADATA: the deployment's MLMD database unless the setting names another store."""
         env = dict(os.environ)
         env.update(AIRFLOW_HOME=self.home, PETPARK_HOME=self.settings.home,
                    PATH=self.bin + os.pathsep + env.get('PATH', ''))
+        metadata = self.metadata_url()
+        if metadata:
+            env['PETPARK_METADATA'] = metadata
         return env
+
+    def metadata_url(self) -> str:
+        """The MLMD store the deployment's tasks use: PETPARK_METADATA if set, else the `mlmd` database
+        (once `up` created it; the URL holds its password)."""
+        return self.settings.metadata or self.read_state().get('metadata', '')
 
     def read_state(self) -> dict:
         try:
@@ -137,9 +157,12 @@ class Deployment:
         state.setdefault('db_port', self.settings.airflow.db_port or free_port())
         state['web_port'] = self.settings.airflow.web_port
         state.setdefault('secret_key', secrets.token_hex(16))
+        state.setdefault('mlmd_password', secrets.token_urlsafe(24))
         self._write_state(state)
         self._start_postgres(state, log)
+        self._create_metadata_store(state, log)
         self._write_config(state)
+        self._install_monitor_dag(log)
         self._airflow(['db', 'migrate'], 'migrate', log, 'Airflow database migrated')
         if not state.get('admin_password'):
             state['admin_password'] = secrets.token_urlsafe(12)
@@ -315,6 +338,46 @@ secret_key = {state['secret_key']}
         finally:
             connection.close()
 
+    def _create_metadata_store(self, state: dict, log) -> None:
+        """The role and database `mlmd` (the role owns the database and may not connect to Airflow's), the
+        role's password set from deployment.json (sent hashed), and MLMD's tables created now, before two
+        tasks could race to create them. The URL goes into deployment.json as `metadata`."""
+        import psycopg2.extensions
+        connection = self._connect(state['db_port'], state['db_password'], 'postgres')
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute('SELECT 1 FROM pg_roles WHERE rolname = %s', (MLMD_NAME,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE ROLE {MLMD_NAME} LOGIN')
+                verifier = psycopg2.extensions.encrypt_password(state['mlmd_password'], MLMD_NAME, connection,
+                                                                'scram-sha-256')
+                cursor.execute(f'ALTER ROLE {MLMD_NAME} PASSWORD %s', (verifier,))
+                cursor.execute('SELECT 1 FROM pg_database WHERE datname = %s', (MLMD_NAME,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE {MLMD_NAME} OWNER {MLMD_NAME}')
+                cursor.execute(f'REVOKE ALL ON DATABASE {DB_NAME} FROM PUBLIC')
+        finally:
+            connection.close()
+        password = urllib.parse.quote(state['mlmd_password'], safe='')
+        state['metadata'] = f"postgresql://{MLMD_NAME}:{password}@127.0.0.1:{state['db_port']}/{MLMD_NAME}"
+        self._write_state(state)
+        from petpark.pipeline.inspection import store
+        try:
+            store.open_store(dataclasses.replace(self.settings, metadata=state['metadata']).metadata_connection(),
+                             read_only=False)
+        except store.MetadataError as e:
+            raise DeploymentError(f'MLMD in PostgreSQL: {e}') from None
+        log(f'MLMD in PostgreSQL: {masked_url(state["metadata"])}'
+            + ('' if not self.settings.metadata else f' (the tasks use PETPARK_METADATA: '
+               f'{masked_url(self.settings.metadata)})'))
+
+    def _install_monitor_dag(self, log) -> None:
+        """dags/<pipeline_name>_monitor.py: `petpark monitor` on PETPARK_MONITOR_SCHEDULE (paused at first)."""
+        name = f'{self.settings.pipeline_name}_monitor'
+        write_text_atomically(self._path('dags', f'{name}.py'), MONITOR_DAG_FILE.format(dag_id=name))
+        log(f'Monitoring DAG {name} installed in {self._path("dags")} (`airflow dags unpause {name}` starts it)')
+
     def _airflow(self, args: List[str], name: str, log, done: str, stdin: str = '') -> None:
         """Runs `airflow ARGS` with no terminal (a prompt reads `stdin`), its output in its log."""
         with open(self.log_file(name), 'ab') as out:
@@ -404,6 +467,11 @@ secret_key = {state['secret_key']}
             pid = self.read_pid(name)
             where = f' on 127.0.0.1:{ports[name]}' if ports[name] else ''
             lines.append(f'  {name:<10} ' + (f'running (pid {pid}){where}' if pid_alive(pid) else 'stopped'))
+        metadata, where = self.metadata_url(), f'sqlite {self.settings.metadata_path}'
+        if metadata:
+            where = f'{masked_url(metadata)} (PETPARK_METADATA of the scheduler and its tasks' + (
+                ')' if self.settings.metadata else f'; with its password: `metadata` in {self.state_path})')
+        lines.append(f'  {"MLMD":<10} {where}')
         if pid_alive(self.read_pid(POSTGRES)):
             runs = self.last_runs(state['db_port'], state.get('db_password'))
             lines.append('Last DAG runs:' if runs else 'No DAG runs yet.')

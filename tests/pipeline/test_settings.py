@@ -70,10 +70,11 @@ def test_the_settings_page_is_the_declarations():
 
 
 def test_each_setting_is_declared_once_and_named_by_its_variable():
-    assert len(config.DECLARED) == 62
+    assert len(config.DECLARED) == 70
     assert all(d.env == 'PETPARK_' + d.name.upper() for d in config.DECLARED.values())
     assert {group for group, _, _ in config.groups()} == {
-        'pipeline', 'data', 'training', 'evaluation', 'serving_check', 'export', 'beam', 'monitoring', 'airflow'}
+        'pipeline', 'data', 'training', 'evaluation', 'serving_check', 'export', 'beam', 'monitoring', 'release',
+        'airflow'}
     settings = config.Settings.from_env({'airflow_retries': '5'}, environ={})
     assert settings.airflow.retries == 5 and settings.value('airflow_retries') == 5
 
@@ -89,6 +90,80 @@ def test_each_setting_is_declared_once_and_named_by_its_variable():
 def test_names_that_become_paths_and_numbers_are_checked_when_read(variable, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         config.Settings.from_env(environ={variable: value})
+
+
+SECRET = 'hunter2-secret'
+
+
+@pytest.mark.parametrize('url,message', [
+    (f'mysql://u:{SECRET}@h/db', "the scheme must be postgresql, not 'mysql'"),
+    ('/tmp/metadata.sqlite', 'not a URL'),
+    (f'postgresql://u:{SECRET}@h:99999/db', 'the host or port cannot be read'),
+    (f'postgresql://u:{SECRET}@h:0/db', 'the port must be a number from 1 to 65535'),
+    (f'postgresql://u:{SECRET}@h', 'it needs one database name after the host'),
+    (f'postgresql://u:{SECRET}@h/a/b', 'it needs one database name after the host'),
+    (f'postgresql://u:{SECRET}@h/db?sslmode=require', 'no ?options or #fragment are read'),
+    (f'postgresql://:{SECRET}@h/db', 'it needs a user and a host'),
+    (f'postgresql:/u:{SECRET}@h/db', 'it needs a user and a host'),
+    (f'postgresql://u:{SECRET}/x@h/db', 'the host or port cannot be read'),  # an unencoded "/" in the password
+    (f'postgresql://u:{SECRET}%20x@h/db', 'none may hold a space, a quote or a backslash'),  # MLMD would cut it
+])
+def test_a_bad_metadata_url_names_the_variable_and_never_shows_the_password(url, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as raised:
+        config.Settings.from_env(environ={'PETPARK_METADATA': url})
+    assert str(raised.value).startswith('PETPARK_METADATA=') and 'postgresql://USER:PASSWORD@HOST:PORT/DBNAME' \
+        in str(raised.value)
+    assert 'hunter2' not in str(raised.value) and 'secret' not in str(raised.value)
+
+
+def test_the_metadata_setting_builds_mlmds_connection(tmp_path):
+    from ml_metadata.proto import metadata_store_pb2
+    sqlite = config.Settings.from_env({'home': str(tmp_path)}, environ={}).metadata_connection()
+    assert sqlite.WhichOneof('config') == 'sqlite' and sqlite.sqlite.filename_uri == str(tmp_path / 'metadata.sqlite')
+    assert sqlite.sqlite.connection_mode == metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    url = 'postgresql://ml%40md:p%2Fw:x@db.example:6543/mlmd'  # percent-encoded "@" and "/"; ":" may stay
+    server = config.Settings.from_env(environ={'PETPARK_METADATA': url}).metadata_connection()
+    assert server.WhichOneof('config') == 'postgresql'
+    found = server.postgresql
+    assert (found.host, found.port, found.user, found.password, found.dbname) == \
+        ('db.example', '6543', 'ml@md', 'p/w:x', 'mlmd')
+    default_port = config.Settings.from_env(environ={'PETPARK_METADATA': 'postgres://u@h/d'}).metadata_connection()
+    assert (default_port.postgresql.port, default_port.postgresql.password) == ('5432', '')
+
+
+def test_the_metadata_password_is_never_shown(tmp_path, monkeypatch, capsys, caplog):
+    """Not by `petpark settings`, nor where MLMD is named (errors, a refused connection), nor in the local
+    runner's log (LocalDagRunner logs its whole connection config)."""
+    import logging
+    from absl import logging as absl_logging
+    from petpark.pipeline import cli
+    from petpark.pipeline.inspection import store
+    from petpark.pipeline.runners import local as local_runner
+    from petpark.serving.ports import free_port
+    url = f'postgresql://mlmd:{SECRET}@127.0.0.1:{free_port()}/mlmd'  # nothing listens there
+    monkeypatch.setenv('PETPARK_METADATA', url)
+    assert cli.main(['settings']) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r'PETPARK_METADATA +"postgresql://mlmd:\*\*\*@127\.0\.0\.1:\d+/mlmd"', printed)
+    assert SECRET not in printed
+    settings = config.Settings.from_env({'home': str(tmp_path / 'home'), 'data_root': str(tmp_path)})
+    assert store.location(settings.metadata_connection()) == url.replace(f':{SECRET}', '')
+    with pytest.raises(store.MetadataError, match='cannot open the MLMD store') as refused:
+        store.open_store(settings.metadata_connection())
+    assert str(refused.value).startswith('postgresql://mlmd@127.0.0.1:') and SECRET not in str(refused.value)
+    pipeline = local_runner.local_pipeline(settings)
+    assert pipeline.metadata_connection_config.postgresql.password == SECRET
+    assert not (tmp_path / 'home').exists()  # no sqlite file, so no folder for it
+    caplog.set_level(logging.INFO, logger='absl')  # as TFX's runner logs, whatever earlier tests quietened
+    monkeypatch.setattr(logging.getLogger('absl'), 'propagate', True)
+    monkeypatch.setattr(logging.getLogger('absl'), 'disabled', False)
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    with local_runner._password_masked(pipeline):
+        absl_logging.info('Using connection config:\n %s', pipeline.metadata_connection_config)
+    absl_logging.info('after the run: %s', SECRET)
+    absl_logging.set_verbosity(verbosity)
+    assert 'password: "***"' in caplog.text and caplog.text.count(SECRET) == 1  # masked during the run only
 
 
 def test_an_unknown_variable_is_warned_about_naming_the_closest_setting():

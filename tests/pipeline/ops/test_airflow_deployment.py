@@ -1,8 +1,10 @@
 """The real one-machine deployment: PostgreSQL + LocalExecutor scheduler + webserver (`petpark airflow
 up`), the DAG created and triggered with the tfx CLI, polled to success, then everything stopped by PID
-(`petpark airflow down`) with nothing left running or listening. Its secrets stay private: password
-logins only, secret files 0600 in a folder others cannot list or enter, no password in any process's
-command line or environment."""
+(`petpark airflow down`) with nothing left running or listening. MLMD is in the same PostgreSQL
+(database `mlmd`): the run's tasks wrote there, some side by side, and `petpark models` reads it; the
+monitoring DAG `up` installed runs `petpark monitor`, which records its window there too. Its secrets
+stay private: password logins only, secret files 0600 in a folder others cannot list or enter, no
+password in any process's command line, nor in any environment but MLMD's (PETPARK_METADATA)."""
 import json
 import os
 import pwd
@@ -132,6 +134,44 @@ def check_secrets_are_private(bin_dir, airflow_home, db_port, command_lines):
     assert any('users' in line and 'create' in line for line in command_lines.seen), 'the sampling missed it'
     for secret in (state['admin_password'], state['db_password'], state['secret_key']):
         assert command_lines.holding(secret) == []
+    assert [line for line in command_lines.seen if state['mlmd_password'] in ' '.join(line)] == []
+
+
+# What the run left in PostgreSQL: MLMD's tables and records in `mlmd` (logged in as MLMD's role, with the
+# URL from deployment.json on stdin), and from Airflow's database the times of the training run's tasks.
+RECORDS = """
+import json, sys, psycopg2
+state = json.loads(sys.stdin.read())
+with psycopg2.connect(state['metadata'], connect_timeout=10) as mlmd, mlmd.cursor() as cursor:
+    cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    tables = sorted(row[0] for row in cursor.fetchall())
+    cursor.execute("SELECT t.name, count(*) FROM execution e JOIN type t ON e.type_id = t.id GROUP BY t.name")
+    executions = dict(cursor.fetchall())
+with psycopg2.connect(host='127.0.0.1', port=state['db_port'], user='airflow', password=state['db_password'],
+                      dbname='airflow', connect_timeout=10) as airflow, airflow.cursor() as cursor:
+    cursor.execute("SELECT extract(epoch FROM start_date), extract(epoch FROM end_date) FROM task_instance "
+                   "WHERE dag_id = 'petpark' AND start_date IS NOT NULL")
+    tasks = [[float(start), float(end)] for start, end in cursor.fetchall()]
+print(json.dumps({'tables': tables, 'executions': executions, 'tasks': tasks}))
+"""
+
+
+def records(bin_dir, airflow_home):
+    state = open(os.path.join(airflow_home, 'deployment.json')).read()
+    result = subprocess.run([os.path.join(bin_dir, 'python'), '-c', RECORDS], input=state, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def most_at_once(intervals):
+    """The most intervals [start, end] that overlap at one moment."""
+    moments = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = most = 0
+    for _, change in moments:
+        running += change
+        most = max(most, running)
+    return most
 
 
 def processes_of(root):
@@ -199,9 +239,45 @@ def test_petpark_airflow_up_runs_a_dag_triggered_by_the_tfx_cli_and_down_stops_e
         assert command_lines.holding(json.load(open(os.path.join(home, 'airflow', 'deployment.json')))['admin_password']) \
             == []  # nor while the DAG ran
         assert f'postgres   running (pid {pids["postgres"]}) on 127.0.0.1:{db_port}' in status
-        assert len(os.listdir(os.path.join(home, 'serving', 'petpark'))) == 1
+        pushed = os.listdir(os.path.join(home, 'serving', 'petpark'))
+        assert len(pushed) == 1
         task_logs = os.path.join(home, 'airflow', 'logs', 'dag_id=petpark')
         assert os.path.isdir(task_logs)
+
+        # MLMD is in PostgreSQL: the tasks wrote there (no sqlite file), some side by side; `petpark models` reads it
+        state = json.load(open(os.path.join(home, 'airflow', 'deployment.json')))
+        assert f'  MLMD       postgresql://mlmd:***@127.0.0.1:{db_port}/mlmd (' in status
+        assert state['mlmd_password'] not in status
+        found = records(bin_dir, os.path.join(home, 'airflow'))
+        assert {'artifact', 'context', 'event', 'execution', 'type'} <= set(found['tables']), found['tables']
+        assert [count for name, count in found['executions'].items() if name.endswith('Pusher')] == [1], found
+        assert not os.path.exists(os.path.join(home, 'metadata.sqlite'))
+        print(f"training tasks at once: at most {most_at_once(found['tasks'])}")
+        assert most_at_once(found['tasks']) == 2, found['tasks']  # parallelism 2; sqlite allowed 1
+        code, output = command([petpark, 'models', 'list', '--json'], dict(env, PETPARK_METADATA=state['metadata']))
+        assert code == 0 and [model['version'] for model in json.loads(output)] == pushed, output[-3000:]
+        code, output = command([petpark, 'models', 'list'], env)  # without the setting: the (absent) sqlite file
+        assert code == 2 and f"No metadata store at {os.path.join(home, 'metadata.sqlite')}" in output, output
+
+        # the monitoring DAG, installed by `up`, paused until unpaused: one run reaches `petpark monitor`
+        code, output = command([os.path.join(bin_dir, 'airflow'), 'dags', 'list', '-o', 'plain'], env)
+        assert code == 0 and re.search(r'^petpark_monitor\s', output, re.M), output[-3000:]
+        os.makedirs(os.path.join(home, 'request_logs'))  # no frames served: the window is INCONCLUSIVE
+        code, output = command([os.path.join(bin_dir, 'airflow'), 'dags', 'unpause', 'petpark_monitor'], env)
+        assert code == 0, output
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            _, status = command([petpark, 'airflow', 'status'], env)
+            if re.search(r'petpark_monitor\s+scheduled__\S+\s+(success|failed)', status):
+                break
+            time.sleep(5)
+        assert re.search(r'petpark_monitor\s+scheduled__\S+\s+success', status), status
+        monitor_logs = [os.path.join(folder, name) for folder, _, names in
+                        os.walk(os.path.join(home, 'airflow', 'logs', 'dag_id=petpark_monitor')) for name in names]
+        log_text = ''.join(open(path).read() for path in monitor_logs)
+        assert re.search(r'petpark\.pipeline\.cli monitor --since \d+ --until \d+', log_text), log_text[-3000:]
+        assert re.search(r'petpark version \d+, window \S+-0: INCONCLUSIVE', log_text), log_text[-3000:]
+        assert records(bin_dir, os.path.join(home, 'airflow'))['executions'].get('petpark.MonitorWindow') == 1
     finally:
         code, output = command([petpark, 'airflow', 'down'], env)
     assert code == 0, output
