@@ -139,6 +139,12 @@ def frames_of(log, record_id: str, class_id: int = features.POSITIVE_CLASS_ID) -
             for i, (row, score) in enumerate(zip(rows, scores))]
 
 
+def file_records(path: str) -> List[bytes]:
+    """The records of one TFRecord file; tf.errors.OpError when it is damaged."""
+    import tensorflow as tf
+    return [record.numpy() for record in tf.data.TFRecordDataset(path)]
+
+
 def read_window(log_dir: str, model_name: str, version: Optional[int] = None, since: Optional[int] = None,
                 until: Optional[int] = None, last: Optional[int] = None) -> Window:
     """The frames of `model_name` (and `version`) served in [since, until), or its last `last` frames."""
@@ -148,13 +154,13 @@ def read_window(log_dir: str, model_name: str, version: Optional[int] = None, si
     for path in log_files(log_dir):
         used = False
         try:
-            records = list(tf.data.TFRecordDataset(path))
+            records = file_records(path)
         except tf.errors.OpError:  # damaged file: skipped, counted, and the rest is read
             window.skip('unreadable_file')
             continue
         for index, record in enumerate(records):
             try:
-                log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+                log = prediction_log_pb2.PredictionLog.FromString(record)
             except Exception:  # protobuf's DecodeError: not a PredictionLog
                 window.skip('not_a_prediction_log')
                 continue

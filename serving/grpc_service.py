@@ -3,6 +3,7 @@ served by grpc.aio: a call holds no thread until its request has fully arrived, 
 in the shared InferencePool, and status and metadata calls are answered on the event loop."""
 import asyncio
 import functools
+import time
 from typing import Optional, Tuple
 
 import grpc
@@ -102,10 +103,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             with self.store.acquire(name, version, label) as servable:
                 labels['version'] = str(servable.version)
                 tensor_proto.check_dtypes(request.inputs, servable.signature(signature_name))
+                start = time.perf_counter()
                 outputs = servable.run(signature_name, inputs, list(request.output_filter))
+                micros = int((time.perf_counter() - start) * 1e6)
             self.metrics.served(name, rows_of(inputs), origin)
             self.request_logs.predict(name, servable.version, signature_name, inputs, outputs, origin,
-                                      list(request.output_filter))
+                                      list(request.output_filter), micros)
             response = predict_pb2.PredictResponse()
             self._fill_spec(response.model_spec, name, servable.version, signature_name)
             for alias, value in outputs.items():

@@ -57,6 +57,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         default=rotation.retention_seconds, help='complete request-log files older than this are removed')
     parser.add_argument('--request_log_max_queued', type=limits.positive(int), default=rotation.max_queued,
                         help='sampled records waiting for the writer; beyond it they are dropped and counted')
+    parser.add_argument('--canary_mirror_rate', type=float, default=0.0,
+                        help='petpark: share of the requests the `stable` version answers that are also sent to the '
+                             '`canary` version off the request path, both answers logged for `petpark monitor canary` '
+                             '(needs --request_logging_config_file; docs/release.md)')
+    parser.add_argument('--canary_mirror_max_queued', type=limits.positive(int), default=64,
+                        help='mirrored requests waiting for the canary; beyond it they are not mirrored (counted)')
     parser.add_argument('--inference_threads', type=limits.positive(int), default=64,
                         help='threads that run model calls, REST and gRPC together')
     limits.Limits.add_flags(parser)
@@ -158,6 +164,7 @@ def serve(args: argparse.Namespace) -> int:
     from petpark.serving.concurrency import InferencePool
     from petpark.serving.grpc_service import GrpcServer
     from petpark.serving.metrics import ServingMetrics
+    from petpark.serving.mirror import CanaryMirror
     from petpark.serving.model_store import ModelStore, State
     from petpark.serving.server import RestServer
     configure_tensorflow(args)
@@ -174,6 +181,10 @@ def serve(args: argparse.Namespace) -> int:
         args.request_log_retention_seconds, args.request_log_max_queued))
     if request_logs.enabled:
         metrics.request_log_counts = request_logs.counts
+    request_logs.mirror = mirror = CanaryMirror(store, request_logs, args.canary_mirror_rate,
+                                                args.canary_mirror_max_queued)
+    if mirror.rate:
+        metrics.mirror_counts = mirror.snapshot
     metrics_path = None
     if args.monitoring_config_file:
         monitoring = config_protos.parse_text(args.monitoring_config_file, config_protos.MonitoringConfig)
@@ -201,6 +212,7 @@ def serve(args: argparse.Namespace) -> int:
             versions = e.message
         print(f'model {name}: {versions}', flush=True)
     print(request_logs.describe(), flush=True)
+    print(mirror.describe(), flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
@@ -213,6 +225,7 @@ def serve(args: argparse.Namespace) -> int:
         rest.stop()
     grpc_server.stop(grace=5)
     pool.shutdown()
+    mirror.close()
     request_logs.close()
     store.stop()
     return 0

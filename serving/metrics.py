@@ -59,6 +59,7 @@ class ServingMetrics:
         self._examples = _Histogram([float(b) for b in BATCH_BUCKETS])
         self._cameras: Dict[Tuple[str, str], int] = {}
         self.request_log_counts = None  # () -> (logged by model, dropped by (model, reason)), when logging
+        self.mirror_counts = None  # () -> {(model, outcome): requests}, when mirroring to a canary
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -118,6 +119,12 @@ class ServingMetrics:
         lines += ['# HELP :petpark:serving:camera_requests Requests naming a camera (x-petpark-camera).',
                   '# TYPE :petpark:serving:camera_requests counter']
         lines += [_line(':petpark:serving:camera_requests', ('model_name', 'camera'), key, count) for key, count in cameras]
+        if self.mirror_counts is not None:
+            mirrored = sorted(self.mirror_counts().items())
+            lines += ['# HELP :petpark:serving:canary_mirror_count Requests mirrored to the canary version, by outcome.',
+                      '# TYPE :petpark:serving:canary_mirror_count counter']
+            lines += [_line(':petpark:serving:canary_mirror_count', ('model_name', 'outcome'), key, count)
+                      for key, count in mirrored]
         return ('\n'.join(lines) + '\n').encode() + generate_latest(self.registry)
 
 

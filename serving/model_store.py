@@ -268,6 +268,12 @@ class ModelStore:
                 return [dataclasses.replace(model.versions[version])]
             return [dataclasses.replace(r) for _, r in sorted(model.versions.items(), reverse=True)]
 
+    def labels(self, name: str) -> Dict[str, int]:
+        """The model's version labels ({} for an unknown model)."""
+        with self._lock:
+            model = self._models.get(name)
+            return dict(model.config.version_labels) if model is not None else {}
+
     def resolve_label(self, name: str, label: str) -> int:
         with self._lock:
             model = self._models.get(name)

@@ -21,12 +21,15 @@ import random
 import struct
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 RECORD_SUFFIX = '.tfrecord'
 PARTIAL_SUFFIX = '.tfrecord.tmp'
 DT_FLOAT, DT_INT64, DT_STRING = 1, 9, 7
 DROP_REASONS = ('queue_full', 'disk_full', 'read_only', 'write_error', 'unencodable')
+# LogMetadata has no field for how long the model took. Records of mirrored requests carry it in
+# this field number, far above TF Serving's own: its parsers keep it as an unknown field.
+INFERENCE_MICROS_FIELD = 1000
 _log = logging.getLogger('petpark.serving.request_log')
 
 try:  # the C implementation when the box has it (google-crc32c comes with the TFX stack)
@@ -115,12 +118,15 @@ def predict_response(spec: bytes, outputs: Dict[str, bytes]) -> bytes:
 
 
 def prediction_log(kind: str, request: bytes, response: bytes, spec: bytes, sampling_rate: float,
-                   timestamp_secs: int, origin: str = '') -> bytes:
+                   timestamp_secs: int, origin: str = '', inference_micros: Optional[int] = None) -> bytes:
     """tensorflow.serving.PredictionLog of a predict (predict_log = 6) or classify (classify_log = 2)
     call: log_metadata = 1 (model_spec = 1, sampling_config = 2 (sampling_rate = 1),
-    timestamp_secs = 4, request_origin = 6), then the log (request = 1, response = 2)."""
+    timestamp_secs = 4, request_origin = 6, and petpark's INFERENCE_MICROS_FIELD when given), then
+    the log (request = 1, response = 2)."""
     metadata = (_field(1, spec) + _field(2, _double_field(1, sampling_rate)) + _int_field(4, timestamp_secs)
-                + (_field(6, origin.encode()) if origin else b''))
+                + (_field(6, origin.encode()) if origin else b'')
+                + (_varint(INFERENCE_MICROS_FIELD << 3) + _varint(inference_micros) if inference_micros is not None
+                   else b''))
     number = {'predict': 6, 'classify': 2}[kind]
     return _field(1, metadata) + _field(number, _field(1, request) + _field(2, response))
 
@@ -136,6 +142,43 @@ def image_prediction_log(model_name: str, version: Optional[int], images: Sequen
     response = predict_response(spec, {'scores': tensor(DT_FLOAT, [len(scores), width],
                                                         [value for row in scores for value in row])})
     return prediction_log('predict', request, response, spec, sampling_rate, timestamp_secs, origin)
+
+
+def varint_field(message: bytes, number: int) -> Optional[int]:
+    """The last value of varint field `number` at the top level of an encoded message, None when absent
+    (how a reader finds INFERENCE_MICROS_FIELD, which TF Serving's LogMetadata keeps as unknown)."""
+    found, at = None, 0
+    while at < len(message):
+        key, at = _read_varint(message, at)
+        wire = key & 7
+        if wire == 0:
+            value, at = _read_varint(message, at)
+            if key >> 3 == number:
+                found = value
+        elif wire == 1:
+            at += 8
+        elif wire == 2:
+            size, at = _read_varint(message, at)
+            at += size
+        elif wire == 5:
+            at += 4
+        else:
+            raise ValueError(f'unsupported wire type {wire}')
+    if at != len(message):
+        raise ValueError('truncated message')
+    return found
+
+
+def _read_varint(data: bytes, at: int) -> Tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError('truncated varint')
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
 
 
 def tfrecord(data: bytes) -> bytes:
@@ -288,7 +331,8 @@ class RequestLogger:
     """Samples requests and writes their records from a background thread.
 
     `log(model_name, build)` decides sampling first; only a sampled request's `build()` (which
-    returns the encoded PredictionLog) runs, in the writer thread. Counts: `logged[model]` and
+    returns the encoded PredictionLog, or a tuple of them written together into one file) runs, in
+    the writer thread. Counts: `logged[model]` and
     `dropped[(model, reason)]`.
     """
 
@@ -348,9 +392,11 @@ class RequestLogger:
             except Exception as e:  # the writer thread never dies: report, go on with the next record
                 self._warn(f'request log: {type(e).__name__}: {e}')
 
-    def _write(self, model_name: str, build: Callable[[], bytes]) -> None:
+    def _write(self, model_name: str, build: Callable[[], Union[bytes, Tuple[bytes, ...]]]) -> None:
         try:
-            record = tfrecord(build())
+            built = build()
+            group = built if isinstance(built, tuple) else (built,)  # a group lands together, in one file
+            record = b''.join(tfrecord(data) for data in group)
         except Exception as e:  # a record that cannot be encoded is dropped and counted, never fatal
             self._count_drop(model_name, 'unencodable')
             self._warn(f'request log: a record could not be encoded ({type(e).__name__}: {e})')
@@ -362,7 +408,7 @@ class RequestLogger:
             self._warn(f'request log: dropping records: {e.strerror or e} ({self.files.folder})')
             return
         with self._lock:
-            self.logged[model_name] += 1
+            self.logged[model_name] += len(group)
 
     def _warn(self, message: str) -> None:
         now = time.monotonic()

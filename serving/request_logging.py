@@ -73,8 +73,7 @@ def as_signature_types(inputs: Dict[str, np.ndarray], signature) -> Dict[str, np
     return typed
 
 
-def _predict_record(spec: bytes, inputs: Dict[str, np.ndarray], outputs: Dict[str, np.ndarray],
-                    output_filter: Sequence[str], rate: float, stamp: int, origin: str) -> bytes:
+def _predict_request(spec: bytes, inputs: Dict[str, np.ndarray], output_filter: Sequence[str]) -> bytes:
     from tensorflow_serving.apis import predict_pb2
 
     from petpark.serving import tensor_proto
@@ -82,11 +81,54 @@ def _predict_record(spec: bytes, inputs: Dict[str, np.ndarray], outputs: Dict[st
     for alias, value in sorted(inputs.items()):
         request.inputs[alias].CopyFrom(tensor_proto.as_proto_field(value))
     request.output_filter.extend(output_filter)
+    return request.SerializeToString()
+
+
+def _predict_response(spec: bytes, outputs: Dict[str, np.ndarray]) -> bytes:
+    from tensorflow_serving.apis import predict_pb2
+
+    from petpark.serving import tensor_proto
     response = predict_pb2.PredictResponse.FromString(request_log.predict_response(spec, {}))
     for alias, value in sorted(outputs.items()):
         response.outputs[alias].CopyFrom(tensor_proto.as_proto_field(value))
-    return request_log.prediction_log('predict', request.SerializeToString(), response.SerializeToString(), spec,
-                                      rate, stamp, origin)
+    return response.SerializeToString()
+
+
+def _predict_record(spec: bytes, inputs: Dict[str, np.ndarray], outputs: Dict[str, np.ndarray],
+                    output_filter: Sequence[str], rate: float, stamp: int, origin: str) -> bytes:
+    return request_log.prediction_log('predict', _predict_request(spec, inputs, output_filter),
+                                      _predict_response(spec, outputs), spec, rate, stamp, origin)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mirrored:
+    """A request the stable version answered, mirrored to the canary version (serving/mirror.py)."""
+    model: str
+    stable_version: int
+    canary_version: int
+    signature: str
+    inputs: Dict[str, np.ndarray]
+    stable_outputs: Dict[str, np.ndarray]
+    canary_outputs: Optional[Dict[str, np.ndarray]]  # None: the canary failed
+    stable_micros: int
+    canary_micros: int
+    origin: str = ''
+    output_filter: Tuple[str, ...] = ()
+
+
+def mirrored_records(mirrored: Mirrored, rate: float, stamp: int) -> Tuple[bytes, bytes]:
+    """The pair of PredictionLogs of a mirrored request, written together: the stable version's
+    record, then the canary's, whose request is the same request (the stable version's model_spec)
+    and whose response carries the canary's version, and no outputs when it failed. Each carries the
+    model's time in INFERENCE_MICROS_FIELD."""
+    m = mirrored
+    stable = request_log.model_spec(m.model, m.stable_version, m.signature)
+    canary = request_log.model_spec(m.model, m.canary_version, m.signature)
+    request = _predict_request(stable, m.inputs, m.output_filter)
+    return (request_log.prediction_log('predict', request, _predict_response(stable, m.stable_outputs), stable, rate,
+                                       stamp, m.origin, m.stable_micros),
+            request_log.prediction_log('predict', request, _predict_response(canary, m.canary_outputs or {}), canary,
+                                       rate, stamp, m.origin, m.canary_micros))
 
 
 def _classify_record(spec: bytes, examples: Sequence[bytes], results: List[list], rate: float, stamp: int,
@@ -117,6 +159,7 @@ class ServingLog:
         self._stamp = None
         self._retired: Dict[str, int] = {}
         self._retired_dropped: Dict[Tuple[str, str], int] = {}
+        self.mirror = None  # serving/mirror.py's CanaryMirror, when --canary_mirror_rate is set
         if config_path:
             self._configure(*read_logging_config(config_path))
             self._stamp = os.path.getmtime(config_path)
@@ -179,9 +222,24 @@ class ServingLog:
         logger.log(model, lambda: build(spec, rate, stamp), sampled=True)
 
     def predict(self, model: str, version: int, signature: str, inputs: Dict[str, np.ndarray],
-                outputs: Dict[str, np.ndarray], origin: str = '', output_filter: Sequence[str] = ()) -> None:
+                outputs: Dict[str, np.ndarray], origin: str = '', output_filter: Sequence[str] = (),
+                micros: int = 0) -> None:
+        """Logs a sampled Predict; a request the canary mirror takes is logged as its pair instead.
+        micros: the model's time on it."""
+        if self.mirror is not None and self.mirror.offer(model, version, signature, inputs, outputs, micros, origin,
+                                                         output_filter):
+            return
         self._submit(model, version, signature, lambda spec, rate, stamp: _predict_record(
             spec, inputs, outputs, list(output_filter), rate, stamp, origin))
+
+    def mirrored(self, mirrored: Mirrored, rate: float) -> bool:
+        """Queues the pair of records of a mirrored request (sampled by the mirror, not by this log's
+        rate); False when logging is off or the queue is full (counted)."""
+        logger = self._logger
+        if logger is None:
+            return False
+        stamp = int(self._clock())
+        return logger.log(mirrored.model, lambda: mirrored_records(mirrored, rate, stamp), sampled=True)
 
     def classify(self, model: str, version: int, signature: str, examples: Sequence[bytes], results: List[list],
                  origin: str = '') -> None:

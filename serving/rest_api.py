@@ -2,6 +2,7 @@
 import asyncio
 import json
 import re
+import time
 import urllib.parse
 from typing import Any, Dict, Optional
 
@@ -122,10 +123,13 @@ class RestApi:
                 inputs, row_format = json_tensor.request_to_inputs(
                     document, servable.signature(signature_name), self.limits)
                 self.limits.check_inputs(inputs)
+                start = time.perf_counter()
                 outputs = servable.run(signature_name, inputs)
+                micros = int((time.perf_counter() - start) * 1e6)
                 self.metrics.served(name, rows_of(inputs), origin)
                 self.request_logs.predict(name, servable.version, signature,
-                                          as_signature_types(inputs, servable.signature(signature_name)), outputs, origin)
+                                          as_signature_types(inputs, servable.signature(signature_name)), outputs, origin,
+                                          micros=micros)
                 return json_tensor.outputs_to_response(outputs, row_format)
             alias = servable.examples_signature(signature_name, CLASSIFY_METHOD if method == 'classify' else REGRESS_METHOD)
             examples = np.array(json_tensor.examples_from_json(document, self.limits), dtype=object)

@@ -146,3 +146,27 @@ def build_image_model(path: str) -> None:
 
     slow = tf.function(spin, input_signature=[tf.TensorSpec([None], tf.float32, name='x')])
     tf.saved_model.save(module, path, signatures={'serving_default': images, 'pixels': pixels, 'slow': slow})
+
+
+def build_brightness_classifier(path: str, flip_levels: Tuple[int, int] = (0, 0)) -> None:
+    """A two-class image model on petpark's image-bytes signature: P(dog) is the image's mean
+    brightness. Images whose (whole-image) grey level lies in [flip_levels) get 1 - P(dog): a canary
+    that changes those decisions and no other."""
+    low, high = (level / 255.0 for level in flip_levels)
+
+    def scores(image_bytes):
+        def brightness(data):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            return tf.reduce_mean(tf.cast(image, tf.float32)) / 255.0
+        positive = tf.map_fn(brightness, image_bytes, fn_output_signature=tf.float32)
+        in_band = tf.logical_and(positive >= low - 1e-6, positive < high - 1e-6)
+        positive = tf.where(in_band, 1.0 - positive, positive)
+        return {'scores': tf.stack([1.0 - positive, positive], axis=1)}
+
+    signature = tf.function(scores, input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+    tf.saved_model.save(tf.Module(), path, signatures={'serving_image_bytes': signature, 'serving_default': signature})
+
+
+def grey_png(level: int) -> bytes:
+    """An 8x8 PNG of one grey level."""
+    return tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(level, tf.uint8))).numpy()

@@ -60,3 +60,22 @@ def test_batching_and_monitoring_files_parse_as_tf_serving_protos(tmp_path):
     bad.write_text('max_batch_size { value: "many" }')
     with pytest.raises(ValueError, match='Error parsing text-format tensorflow.serving.BatchingParameters'):
         config_protos.parse_text(str(bad), config_protos.BatchingParameters)
+
+
+def test_the_canary_analysis_asks_petpark_monitor_canary_for_its_verdicts():
+    from petpark.monitoring import canary
+    from petpark.pipeline import cli
+    template = yaml.safe_load(read('kubernetes', 'canary-analysis.yaml'))
+    assert template['kind'] == 'AnalysisTemplate' and template['apiVersion'] == 'argoproj.io/v1alpha1'
+    metrics = {metric['name']: metric for metric in template['spec']['metrics']}
+    web = metrics['verdict']
+    assert web['successCondition'] == f'result.verdict == "{canary.PASS}"'
+    assert web['failureCondition'] == f'result.verdict == "{canary.FAIL}"'
+    assert web['provider']['web']['url'] == '{{args.judge-url}}'
+    assert [a.get('value') for a in template['spec']['args'] if a['name'] == 'judge-url'][0].endswith(':8502/verdict')
+    (judge,) = metrics['recorded-verdict']['provider']['job']['spec']['template']['spec']['containers']
+    program, *arguments = judge['command']
+    assert program == 'petpark'
+    parsed = cli.build_parser().parse_args(arguments)  # the Job's command is one the CLI accepts
+    assert parsed.check == 'canary' and parsed.json and not parsed.no_record
+    assert canary.EXIT_CODES == {canary.PASS: 0, canary.FAIL: 1, canary.INCONCLUSIVE: 3}  # what the Job's status means
