@@ -7,6 +7,7 @@ Prometheus when configured. The report (HTML and JSON) and TFDV's artifacts go t
 version's push. A breach is alerted (Alertmanager or webhook), and can export the frames for
 review and start a training run.
 """
+import base64
 import dataclasses
 import datetime
 import json
@@ -67,7 +68,7 @@ def _previous_statistics(settings, version: str):
     """The statistics of this version's newest accepted (PASS) window, for the drift check."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
     from tfx.components.statistics_gen import stats_artifact_utils
-    accepted = [w for w in record.windows(settings.metadata_path, settings.pipeline_name, settings.model_name, version)
+    accepted = [w for w in record.windows(settings.metadata_connection(), settings.pipeline_name, settings.model_name, version)
                 if w.get('verdict') == checks.PASS and w.get('statistics_uri')]
     if not accepted:
         return None
@@ -97,10 +98,30 @@ def _samples(usable: List, rows, numbers: Dict[str, Any]) -> List[Dict[str, Any]
     return found
 
 
+def _explain(samples: List[Dict[str, Any]], usable: List, model_dir: str) -> Optional[str]:
+    """Adds each sample frame's saliency overlay (Integrated Gradients on the served SavedModel, as
+    `petpark explain`) as `overlay` (base64 PNG); None, or why there are none (the window's report
+    is written either way)."""
+    if not samples:
+        return None
+    try:
+        from petpark.components.model_card import saliency
+        explainer = saliency.Explainer(model_dir)
+        images = {frame.record_id: frame.image for frame in usable}
+        for sample in samples:
+            explained = explainer.explain(images[sample['record_id']])
+            png = saliency.overlay_png(images[sample['record_id']], explained.saliency, width=160,
+                                       caption=f'{explainer.class_names[explained.predicted]} {explained.score:.2f}')
+            sample['overlay'] = base64.b64encode(png).decode('ascii')
+    except Exception as e:  # a model that cannot be explained still gets its window checked
+        return f'no saliency overlays: {type(e).__name__}: {e}'
+    return None
+
+
 def run_window(settings, spec: WindowSpec, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Checks, reports, records and alerts one window; returns the report's document."""
     import pandas as pd
-    lineage = Lineage(settings.metadata_path, settings.pipeline_name)
+    lineage = Lineage(settings.metadata_connection(), settings.pipeline_name)
     version = spec.version or baselines.newest_version(lineage)
     if version is None:
         raise ValueError(f'Nothing of {settings.pipeline_name} has been pushed in {settings.home}: no version to monitor')
@@ -160,10 +181,13 @@ def run_window(settings, spec: WindowSpec, log: Callable[[str], None] = print) -
             settings.monitoring.alertmanager_url, settings.monitoring.webhook_url,
         ).send(alerts.breach_alerts(document, f'file://{html_path}'))
     samples = _samples(usable, table, checked.numbers)
+    unexplained = _explain(samples, usable, pushed.uri)
+    if unexplained:
+        document['explanations'] = unexplained
     paths = report.write(folder, document, plots, samples)
     contribution = {'monitoring': {'window': window_id, 'verdict': checked.verdict, 'frames': len(usable),
                                    'report': paths['html']}}
-    record.record_window(settings.metadata_path, settings.pipeline_name, settings.model_name, version, window_id,
+    record.record_window(settings.metadata_connection(), settings.pipeline_name, settings.model_name, version, window_id,
                          {'pushed_model': pushed, **({'baseline': baseline_artifact} if baseline_artifact else {})},
                          tfdv_uris['statistics'], tfdv_uris['anomalies'], tfdv_uris['anomaly_splits'], folder,
                          checked.verdict, json.dumps(contribution, sort_keys=True))

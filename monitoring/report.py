@@ -123,7 +123,13 @@ def write(folder: str, document: Dict[str, Any], plots: Dict[str, str], samples:
     health = document.get('health') or {}
     health_rows = ''.join(f'<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>' for k, v in health.items())
     frames = ''.join(f'<figure><img alt="{html.escape(s["record_id"])}" src="data:image/jpeg;base64,{s["thumbnail"]}">'
-                     f'<figcaption>{html.escape(s["caption"])}</figcaption></figure>' for s in samples)
+                     + (f'<img alt="why: {html.escape(s["record_id"])}" src="data:image/png;base64,{s["overlay"]}">'
+                        if s.get('overlay') else '')
+                     + f'<figcaption>{html.escape(s["caption"])}</figcaption></figure>' for s in samples)
+    why = ('<p>Beside each frame: what the model looked at (Integrated Gradients toward the predicted class on '
+           'the served SavedModel, as <code>petpark explain</code>; red-yellow: most salient).</p>'
+           if any(s.get('overlay') for s in samples) else
+           f'<p>{html.escape(document.get("explanations", ""))}</p>')
     figures = ''.join(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{png}"></figure>'
                       for name, png in plots.items())
     skipped = ', '.join(f'{k} {v}' for k, v in document['skipped'].items()) or 'none'
@@ -140,7 +146,7 @@ skipped: {html.escape(skipped)}.</p>
 <h2>Checks (thresholds calibrated for {document['frames']} frames)</h2>
 <table><tr><th>check</th><th>value</th><th>threshold</th><th></th></tr>{''.join(_check_rows(numbers))}</table>
 <h2>Against training</h2><div class="plots">{figures}</div>
-<h2>Sample frames of what changed</h2><div class="frames">{frames or '<p>none</p>'}</div>
+<h2>Sample frames of what changed</h2>{why}<div class="frames">{frames or '<p>none</p>'}</div>
 <h2>Application health</h2><table>{health_rows or '<tr><td>not measured (no Prometheus configured)</td></tr>'}</table>
 </body></html>
 """

@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
                 out.write(f'  full log {log_path}\n')
             return 1
         out.write('\n' + '\n'.join(summary.describe(
-            summary.latest_run(settings.metadata_path, settings.pipeline_name))) + '\n')
+            summary.latest_run(settings.metadata_connection(), settings.pipeline_name))) + '\n')
     return 0
 
 
@@ -90,8 +90,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    if args.action != 'list' and not args.version:
+    if args.action not in ('list', 'history') and not args.version:
         raise ValueError(f'`petpark models {args.action}` needs a VERSION (see `petpark models list`)')
+    if args.action not in ('approve', 'reject') and (args.by or args.note or args.reason):
+        raise ValueError(f'--by, --note and --reason are for `petpark models approve|reject`, not {args.action}')
+    if args.action == 'approve' and args.reason:
+        raise ValueError('an approval takes --note TEXT (why it is fit for stable), not --reason')
+    if args.action == 'reject' and args.note:
+        raise ValueError('a rejection takes --reason TEXT, not --note')
     settings = Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
     from petpark.pipeline.inspection import registry  # MLMD only: no TensorFlow
     if args.action == 'list':
@@ -100,30 +106,65 @@ def _models(args: argparse.Namespace) -> int:
     elif args.action == 'show':
         found = registry.find(settings, args.version)
         result = found.as_json() if args.json else registry.show_lines(found)
+    elif args.action == 'history':
+        decided = registry.history(settings, args.version)
+        result = [d.as_json() for d in decided] if args.json else registry.history_lines(decided)
+    elif args.action in ('approve', 'reject'):
+        from petpark.pipeline.release import decisions, rollout
+        kind = decisions.APPROVAL if args.action == 'approve' else decisions.REJECTION
+        decided = rollout.record_decision(settings, kind, args.version, by=args.by,
+                                          reason=args.note if kind == decisions.APPROVAL else args.reason)
+        result = decided.as_json() if args.json else [decisions.summary(decided)]
     else:
         tree = registry.lineage_tree(settings, args.version)
-        result = tree if args.json else registry.tree_lines(tree)
+        result = tree if args.json else registry.lineage_lines(tree)
     print(json.dumps(result, indent=1, default=str) if args.json else '\n'.join(result))
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from petpark.serving import promote
+    from petpark.pipeline.release import rollout
+    if args.rollback and args.version is not None:
+        raise ValueError('--rollback chooses the version (the previous approved one): give it without --version')
+    if not args.rollback and (args.label is None or args.version is None):
+        raise ValueError('`petpark promote` needs --label and --version (or --rollback)')
+    if args.force and not (args.reason or '').strip():
+        raise ValueError('--force needs --reason TEXT: an override is recorded with why')
     settings = Settings.from_env({'home': args.home, 'model_name': args.model})
-    model_dir = os.path.abspath(args.model_dir or settings.serving_model_dir)
-    config_path = args.config or settings.models_config_path
-    print(promote.promote(config_path, settings.model_name, model_dir, args.label, args.version,
-                          args.base_path or ''))
+    paths = rollout.Paths.of(settings, args.config, args.model_dir, args.base_path)
+    if args.rollback:
+        if args.force:
+            raise ValueError('--rollback goes back to an approved version: it takes no --force')
+        lines = rollout.rollback(settings, args.label or rollout.GATED_LABEL, by=args.by, reason=args.reason,
+                                 paths=paths)
+    else:
+        lines = rollout.promote(settings, args.label, args.version, by=args.by, reason=args.reason,
+                                force=args.force, paths=paths)
+    print('\n'.join(lines))
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    settings = Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
+    from petpark.pipeline import explain  # no TensorFlow until the images are checked
+    summary = explain.explain(settings, args.images, args.version, args.out, args.steps)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    for row in summary['images']:
+        print(f"{row['image']}\t{row['label']}\t{row['score']:.3f}\t{row['overlay']}")
+    print(f"version {summary['version']}, Integrated Gradients ({summary['steps']} steps): {summary['summary_file']}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     settings = Settings.from_env({'home': args.home, 'profile': args.profile}, check_data_root=False)
-    if not os.path.isfile(settings.metadata_path):
+    if not settings.metadata and not os.path.isfile(settings.metadata_path):
         raise ValueError(f'No metadata store at {settings.metadata_path}: nothing has run in this home yet')
     log_path = os.path.join(settings.home, 'logs', 'report.log')
     with console.Console(False, log_path) as terminal:
-        terminal.out.write(f'petpark report: notebooks against {settings.metadata_path} (log {log_path})\n')
+        where = declared.masked_url(settings.metadata) if settings.metadata else settings.metadata_path
+        terminal.out.write(f'petpark report: notebooks against {where} (log {log_path})\n')
         from petpark.pipeline.inspection import analysis, reports  # TFDV and TFMA: heavy, after output is redirected
         reports.render(settings, args.notebook or analysis.NOTEBOOKS, lambda line: terminal.out.write(line + '\n'))
     return 0
@@ -140,7 +181,7 @@ def _settings(args: argparse.Namespace) -> int:
             value = current.value(item.name)
             default = declared.absolute(item.default) if item.kind == 'path' else item.default
             marker = '' if value == default else '   (changed)'
-            print(f'  {item.env:<36} {json.dumps(value)}{marker}')
+            print(f'  {item.env:<36} {json.dumps(item.shown(value))}{marker}')
     return 0
 
 
@@ -163,6 +204,25 @@ def moment(text: str) -> int:
     return int(parsed.timestamp())
 
 
+def _canary(args: argparse.Namespace, settings) -> int:
+    from petpark.monitoring import canary
+    version = None
+    if args.version is not None:
+        if not args.version.isdigit():
+            raise ValueError(f'--version names the canary version, a number; got {args.version!r}')
+        version = int(args.version)
+    if args.serve is not None:
+        return canary.serve(settings, args.serve, version)
+    if args.json:
+        document = canary.evaluate(settings, args.since, args.until, args.last, version)
+        if not args.no_record:
+            document['decision'] = canary.record(settings, document)
+        print(canary.as_json(document).decode(), end='')
+    else:
+        document = canary.run(settings, args.since, args.until, args.last, version, keep=not args.no_record)
+    return canary.EXIT_CODES[document['verdict']]
+
+
 def _monitor(args: argparse.Namespace) -> int:
     if args.last is not None and (args.since is not None or args.until is not None):
         raise ValueError('--last counts frames back from the newest: give it alone, or --since/--until')
@@ -172,11 +232,18 @@ def _monitor(args: argparse.Namespace) -> int:
         raise ValueError('--every checks the last SECONDS each time: give it without --since/--until/--last')
     if args.metrics_port is not None and args.every is None:
         raise ValueError('--metrics-port exposes the gauges of a running schedule: give it with --every')
+    if args.check != 'canary' and (args.serve is not None or args.no_record):
+        raise ValueError('--serve and --no-record are for `petpark monitor canary`')
+    if args.check == 'canary' and args.every is not None:
+        raise ValueError('`petpark monitor canary` judges every mirrored request so far: for a rollout controller '
+                         'that polls, give --serve [HOST:]PORT instead of --every')
     settings = Settings.from_env({
         'home': args.home, 'profile': args.profile, 'monitor_log_dir': args.log_dir,
         'monitor_prometheus_url': args.prometheus, 'monitor_alertmanager_url': args.alertmanager,
         'monitor_webhook_url': args.webhook, 'monitor_review_dir': args.review_dir, 'monitor_retrain': args.retrain},
         check_data_root=False)
+    if args.check == 'canary':
+        return _canary(args, settings)
     with console.Console(args.verbose, os.path.join(settings.home, 'logs', 'monitor.log')) as terminal:
         if args.every is not None:
             from petpark.monitoring import exporter
@@ -265,10 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     edge_runtime.add_flags(edge)
     edge.set_defaults(func=edge_runtime.run)
 
-    promote = commands.add_parser('promote', help='move a version label (stable/canary) in models.config',
-                                  description=promote.__doc__)
-    promote.add_argument('--label', required=True, help='e.g. stable or canary')
-    promote.add_argument('--version', type=int, required=True, help='version folder name')
+    promote = commands.add_parser('promote', help='move a version label (stable/canary) in models.config, by the '
+                                                  'release rules, recorded in MLMD',
+                                  description=promote.__doc__ + '\nThe release rules (pipeline/release/rollout.py): '
+                                  '`stable` needs an approval of the version (`petpark models approve`; '
+                                  'PETPARK_RELEASE_REQUIRE_APPROVAL=false turns that off) and no FAIL as its latest '
+                                  'canary verdict; --force --reason overrides, recorded as an override. Every move is '
+                                  'a decision in MLMD (`petpark models history`).',
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    promote.add_argument('--label', help='e.g. stable or canary (with --rollback: default stable)')
+    promote.add_argument('--version', type=int, help='version folder name')
+    promote.add_argument('--rollback', action='store_true',
+                         help='move the label (stable) back to the previous version it named that is approved')
+    promote.add_argument('--by', help='who decides (default: the login name)')
+    promote.add_argument('--reason', help='why (required with --force)')
+    promote.add_argument('--force', action='store_true', help='move `stable` although the rules refuse (needs --reason; '
+                                                              'recorded as an override)')
     promote.add_argument('--config', help='models.config (default: <home>/serving/models.config)')
     promote.add_argument('--model', help='model name (default: PETPARK_MODEL_NAME)')
     promote.add_argument('--model-dir', help='where the versions are on this machine (default: <home>/serving/<model>)')
@@ -277,16 +356,40 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument('--home', help='PETPARK_HOME')
     promote.set_defaults(func=_promote)
 
-    models = commands.add_parser('models', help='the registry: pushed versions, their facts and lineage, from MLMD',
-                                 description='Every pushed version with its metrics, worst slice, blessing and '
-                                             'thresholds, serving check, hyperparameters, data, schema, code version, '
-                                             'labels (models.config), edge export and model card, read from MLMD.')
-    models.add_argument('action', choices=['list', 'show', 'lineage'])
-    models.add_argument('version', nargs='?', help='the pushed version (show, lineage)')
+    models = commands.add_parser('models', help='the registry: pushed versions, their facts, lineage and decisions, '
+                                                'from MLMD',
+                                 description='list/show: every pushed version with its metrics, worst slice, blessing '
+                                             'and thresholds, serving check, hyperparameters, data, schema, code version, '
+                                             'labels (models.config), edge export, model card, certification and canary '
+                                             'verdict, read from MLMD. lineage: the artifacts behind a version, then its '
+                                             'decisions, monitoring windows and the retraining they started. approve / '
+                                             'reject: certify a version for stable (--by NAME with --note TEXT / '
+                                             '--reason TEXT), recorded in MLMD with its evidence. history: every '
+                                             'approval, rejection, canary verdict, promotion and rollback.')
+    models.add_argument('action', choices=['list', 'show', 'lineage', 'approve', 'reject', 'history'])
+    models.add_argument('version', nargs='?', help='the pushed version (show, lineage, approve, reject; history: only it)')
+    models.add_argument('--by', help='approve/reject: who decides')
+    models.add_argument('--note', help='approve: why the version is fit for stable')
+    models.add_argument('--reason', help='reject: why not')
     models.add_argument('--json', action='store_true', help='JSON instead of a table')
     models.add_argument('--home', help='PETPARK_HOME')
     models.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE (its home)')
     models.set_defaults(func=_models)
+
+    explain = commands.add_parser(
+        'explain', help="why the served model scored each image so: score and saliency overlay (PNG), no server",
+        description='Per image: the served version\'s score (its serving_image_bytes signature) and a saliency '
+                    'overlay by Integrated Gradients on its SavedModel (serving_pixels signature, from a blurred copy '
+                    'of the photo), written to --out (default <home>/explanations/<model>/<version>/) with '
+                    'explanations.json. The version: --version, else the one labelled stable, else the newest pushed.')
+    explain.add_argument('images', nargs='+', metavar='IMAGE')
+    explain.add_argument('--version', help='the pushed version (default: stable, else the newest)')
+    explain.add_argument('--out', help='folder for the overlays and explanations.json')
+    explain.add_argument('--steps', type=int, default=32, help='Integrated Gradients steps (default 32)')
+    explain.add_argument('--json', action='store_true', help='print the summary as JSON')
+    explain.add_argument('--home', help='PETPARK_HOME')
+    explain.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE (its home)')
+    explain.set_defaults(func=_explain)
 
     report = commands.add_parser('report', help="render the analysts' notebooks to HTML under <home>/reports/",
                                  description='Executes notebooks/data_validation.ipynb and notebooks/model_analysis.ipynb '
@@ -305,11 +408,17 @@ def build_parser() -> argparse.ArgumentParser:
                     'MonitoringBaseline (schema in SERVING, skew against training, drift against the previous '
                     'accepted window, prediction drift), estimates accuracy without labels, reads health from '
                     'Prometheus, writes an HTML and a JSON report recorded in MLMD, and alerts on a breach. '
-                    'Exit status: 0 PASS, 1 BREACH, 3 INCONCLUSIVE (too few frames, or no baseline).')
+                    'Exit status: 0 PASS, 1 BREACH, 3 INCONCLUSIVE (too few frames, or no baseline). '
+                    '`petpark monitor canary` judges the `canary` version against `stable` on the requests '
+                    '`petpark serve --canary_mirror_rate` mirrored (flipped decisions, scores, errors, latency), '
+                    'records the verdict in MLMD and exits 0 PASS, 1 FAIL, 3 INCONCLUSIVE (too few requests).')
+    monitor.add_argument('check', nargs='?', choices=['canary'],
+                         help='canary: judge the canary on mirrored requests instead of checking a window')
     monitor.add_argument('--since', type=moment, help='frames served from this time (ISO 8601 UTC, epoch, -2h)')
     monitor.add_argument('--until', type=moment, help='... up to (not including) this time')
     monitor.add_argument('--last', type=int, help='the last N frames instead of a time window')
-    monitor.add_argument('--version', help='the served version (default: the newest pushed)')
+    monitor.add_argument('--version', help='the served version (default: the newest pushed); with canary: the '
+                                           'canary version (default: the one labelled canary)')
     monitor.add_argument('--log-dir', help='request logs (PETPARK_MONITOR_LOG_DIR; default <home>/request_logs)')
     monitor.add_argument('--prometheus', help='Prometheus URL for health (PETPARK_MONITOR_PROMETHEUS_URL)')
     monitor.add_argument('--alertmanager', help='Alertmanager URL (PETPARK_MONITOR_ALERTMANAGER_URL)')
@@ -323,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument('--metrics-port', metavar='[HOST:]PORT',
                          help="with --every: the monitor's gauges for Prometheus at /metrics (PORT alone binds "
                               '127.0.0.1; 0.0.0.0:PORT for a Prometheus elsewhere)')
+    monitor.add_argument('--no-record', action='store_true', help='canary: judge without recording the verdict')
+    monitor.add_argument('--serve', metavar='[HOST:]PORT',
+                         help='canary: answer GET /verdict with the verdict so far as JSON (an Argo Rollouts web '
+                              'metric), until stopped')
     monitor.add_argument('--home', help='PETPARK_HOME')
     monitor.add_argument('--profile', choices=list(PROFILES), help='PETPARK_PROFILE (its home)')
     monitor.add_argument('--verbose', action='store_true', help='show TF/TFDV logs')

@@ -55,13 +55,17 @@ def contribute(artifact, section: str, values: Any) -> None:
 # -- readers of TFX's standard artifacts (TFMA, TFDV and TFX loaders; imported when called) ---------
 def slice_metrics(evaluation_uri: str, class_id: int) -> List[Tuple[str, Dict[str, float]]]:
     """(slice name, {metric: value}) for the positive class `class_id`, overall first, then by name:
-    the one reader of the Evaluator's metrics."""
+    the one reader of the Evaluator's metrics. The candidate's: with a baseline model the Evaluator
+    also stores the baseline's metrics under the same names (and their differences)."""
     import tensorflow_model_analysis as tfma
+    baseline = baseline_model_name(evaluation_uri)
     rows = []
     for result in tfma.load_metrics(evaluation_uri):
         values = {}
         for item in result.metric_keys_and_values:
             if item.key.HasField('sub_key') and item.key.sub_key.class_id.value != class_id:
+                continue
+            if baseline is not None and item.key.model_name == baseline:
                 continue
             if item.value.HasField('double_value') and not item.key.is_diff:
                 values[item.key.name] = item.value.double_value.value
@@ -70,6 +74,14 @@ def slice_metrics(evaluation_uri: str, class_id: int) -> List[Tuple[str, Dict[st
         rows.append((slice_name, values))
     rows.sort(key=lambda row: (row[0] != 'overall', row[0]))
     return rows
+
+
+def baseline_model_name(evaluation_uri: str) -> Optional[str]:
+    """The name of the baseline model in the EvalConfig the Evaluator ran with; None without one."""
+    from tensorflow_model_analysis.utils import model_util
+    from tensorflow_model_analysis.writers import eval_config_writer
+    spec = model_util.get_baseline_model_spec(eval_config_writer.load_eval_run(evaluation_uri)[0])
+    return spec.name if spec is not None else None
 
 
 def overall_metrics(evaluation_uri: str, class_id: int) -> Dict[str, float]:

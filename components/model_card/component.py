@@ -15,6 +15,10 @@ class ModelCardGeneratorSpec(ComponentSpec):
         'card_base_directory': ExecutionParameter(type=str),
         'code_version': ExecutionParameter(type=str),
         'positive_class_id': ExecutionParameter(type=int),
+        # the card's saliency overlays (Integrated Gradients steps; 0: none), mistakes shown, photos per slice
+        'explain_steps': ExecutionParameter(type=int, optional=True),
+        'explained_mistakes': ExecutionParameter(type=int, optional=True),
+        'photos_per_slice': ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         executor.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
@@ -36,7 +40,10 @@ class ModelCardGenerator(base_component.BaseComponent):
     data span and split sizes, schema, code version, and what the other inputs contribute: serving
     check, edge export), stores it on its ModelCard artifact, renders it as Markdown and HTML with
     plots, and publishes them atomically to `<card_base_directory>/<version>/`, outside the folder
-    TF Serving loads. A version keeps its first card; nothing pushed, no card."""
+    TF Serving loads. The card also shows saliency overlays (Integrated Gradients on the pushed
+    SavedModel) of the evaluated split's most confident mistakes and of a few photos per slice
+    (explain_steps, explained_mistakes, photos_per_slice; defaults 32, 6, 2; explain_steps=0: none).
+    A version keeps its first card; nothing pushed, no card."""
     SPEC_CLASS = ModelCardGeneratorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
@@ -45,10 +52,13 @@ class ModelCardGenerator(base_component.BaseComponent):
                  card_base_directory: str, code_version: str, positive_class_id: int = 1,
                  statistics: Optional[channel.BaseChannel] = None, schema: Optional[channel.BaseChannel] = None,
                  hyperparameters: Optional[channel.BaseChannel] = None,
-                 infra_blessing: Optional[channel.BaseChannel] = None, onnx_model: Optional[channel.BaseChannel] = None):
+                 infra_blessing: Optional[channel.BaseChannel] = None, onnx_model: Optional[channel.BaseChannel] = None,
+                 explain_steps: Optional[int] = None, explained_mistakes: Optional[int] = None,
+                 photos_per_slice: Optional[int] = None):
         super().__init__(spec=ModelCardGeneratorSpec(
             pushed_model=pushed_model, evaluation=evaluation, model_blessing=model_blessing, examples=examples,
             statistics=statistics, schema=schema, hyperparameters=hyperparameters, infra_blessing=infra_blessing,
             onnx_model=onnx_model, model_name=model_name, card_base_directory=card_base_directory,
-            code_version=code_version, positive_class_id=positive_class_id,
+            code_version=code_version, positive_class_id=positive_class_id, explain_steps=explain_steps,
+            explained_mistakes=explained_mistakes, photos_per_slice=photos_per_slice,
             model_card=channel.Channel(type=ModelCard)))

@@ -16,6 +16,31 @@ HYPERPARAMETERS_KEY, INFRA_BLESSING_KEY, ONNX_MODEL_KEY = 'hyperparameters', 'in
 MODEL_CARD_KEY = 'model_card'
 
 
+DEFAULT_EXPLAIN_STEPS, DEFAULT_MISTAKES, DEFAULT_PHOTOS_PER_SLICE = 32, 6, 2
+
+
+def _explanations(input_dict: Dict[str, List[artifact.Artifact]], record: Dict[str, Any], stage: str,
+                  exec_properties: Dict[str, Any]) -> Dict[str, Any]:
+    """Saliency overlays of the evaluated split's most confident mistakes and of photos per slice, on the
+    pushed SavedModel; a card without them (saying why) when they cannot be computed."""
+    steps = exec_properties.get('explain_steps')
+    steps = DEFAULT_EXPLAIN_STEPS if steps is None else int(steps)
+    if steps <= 0:
+        return {'problem': 'explanations turned off (explain_steps=0)'}
+    mistakes = exec_properties.get('explained_mistakes')
+    per_slice = exec_properties.get('photos_per_slice')
+    try:
+        from petpark.components.model_card import explanations  # TensorFlow: only when a card is written
+        return explanations.explain_split(
+            explanations.model_dir_of(artifact_utils.get_single_instance(input_dict[PUSHED_MODEL_KEY])),
+            artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY]), record['slices'], stage, steps=steps,
+            mistakes=DEFAULT_MISTAKES if mistakes is None else int(mistakes),
+            per_slice=DEFAULT_PHOTOS_PER_SLICE if per_slice is None else int(per_slice))
+    except Exception as e:  # the card is still written, saying why it has no explanations
+        logging.warning('ModelCardGenerator: no explanations: %s: %s', type(e).__name__, e)
+        return {'problem': f'{type(e).__name__}: {e}'[:500]}
+
+
 class Executor(base_executor.BaseExecutor):
     """See component.ModelCardGenerator."""
 
@@ -31,6 +56,7 @@ class Executor(base_executor.BaseExecutor):
                               model_name=exec_properties['model_name'], code_version=exec_properties['code_version'],
                               class_id=int(exec_properties['positive_class_id']))
         with storage.local_stage(card.uri) as stage:
+            record['explanations'] = _explanations(input_dict, record, stage, exec_properties)
             render.write(record, stage)
         base = exec_properties['card_base_directory']
         destination = os.path.join(base, record['version'])

@@ -1,13 +1,16 @@
 """The whole pipeline on a tiny synthetic dataset, through the real front doors.
 
 One module fixture runs, in order: `petpark run` (first run), `petpark run` again
-(cache), `tfx pipeline create` + `tfx run create` (the tfx CLI path), then a new span
-with an unknown label and camera id (must stop at AnomaliesGate, pushing nothing).
+(cache), `tfx pipeline create` + `tfx run create` (the tfx CLI path), two runs the Evaluator must
+not bless (a worse model more below the first than the allowed drop; the same model below the
+accuracy bound and, for one class, below a recall bound), then a new span with an unknown label and
+camera id (must stop at AnomaliesGate, pushing nothing).
 """
 import csv
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)
 ALL_NODES = {'ImageExampleGen', 'ImportSchemaGen', 'StatisticsGen', 'ExampleValidator', 'AnomaliesGate',
              'Transform', 'Tuner', 'Trainer', 'latest_blessed_model_resolver', 'Evaluator', 'ServingValidator',
-             'Pusher', 'OnnxExporter', 'ModelCardGenerator'}
+             'Pusher', 'OnnxExporter', 'ModelCardGenerator', 'MonitoringBaselineGen'}
 
 
 def pushed_versions(home, kind='serving'):
@@ -35,6 +38,39 @@ def pushed_versions(home, kind='serving'):
 def run_command(args, env):
     result = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=1200)
     return result.returncode, result.stdout + result.stderr
+
+
+RELEASED = ('serving', 'edge', 'model_cards')  # where pushed versions, edge exports and cards go
+
+
+def released(home):
+    return {kind: pushed_versions(home, kind) for kind in RELEASED}
+
+
+def gate_run(env, home):
+    """A `petpark run` the Evaluator must not bless: its output, MLMD record, and what was released
+    before and after it."""
+    before = released(home)
+    output = run_command([os.path.join(BIN, 'petpark'), 'run'], env)
+    return {'output': output, 'run': summary.latest_run(os.path.join(home, 'metadata.sqlite'), 'petpark'),
+            'released_before': before, 'released_after': released(home)}
+
+
+def per_class_figures(output):
+    """{class: {'precision', 'recall'}} from a run summary's per-class lines."""
+    return {found.group(1): {'precision': float(found.group(2)), 'recall': float(found.group(3))}
+            for found in re.finditer(r'^  (\w+) as the positive class: precision (\S+), recall (\S+)$', output, re.M)}
+
+
+def bound_between_the_classes(figures):
+    """(metric, bound, the class below it): halfway between the two classes' recalls (else precisions)."""
+    for metric in ('recall', 'precision'):
+        values = {name: figures[name][metric] for name in figures if figures[name][metric] == figures[name][metric]}
+        if len(values) == 2:
+            low, high = sorted(values, key=values.get)
+            if values[high] - values[low] >= 0.02:  # the summary's figures have 3 decimals
+                return metric, round((values[low] + values[high]) / 2, 3), low
+    raise AssertionError(f'the worse model treats both classes alike ({figures}): no bound only one class fails')
 
 
 @pytest.fixture(scope='module')
@@ -69,6 +105,17 @@ def runs(tmp_path_factory):
     record['tfx_run'] = run_command([os.path.join(BIN, 'tfx'), 'run', 'create', '--engine', 'local',
                                      '--pipeline_name', 'petpark'], env)
     record['tfx_run_record'] = summary.latest_run(metadata, 'petpark')
+
+    # The Evaluator's gates on their failing side. A worse model (2 training steps; no serving check,
+    # which is not what these runs test) against the first one with an allowed drop of 0.1; then the
+    # same model from the cache (the Evaluator re-runs: its config changed) with the accuracy bound
+    # the first model passed and a recall (or precision) bound between its two classes' figures.
+    worse = dict(env, PETPARK_TRAIN_EPOCHS='1', PETPARK_TRAIN_STEPS='2', PETPARK_VALIDATE_SERVING='false')
+    record['dropped'] = gate_run(dict(worse, PETPARK_MIN_ACCURACY='0', PETPARK_MAX_ACCURACY_DROP='0.1'), home)
+    metric, bound, failing = bound_between_the_classes(per_class_figures(record['dropped']['output'][1]))
+    record['class_bound'] = (metric, bound, failing)
+    record['below_bounds'] = gate_run(dict(worse, PETPARK_MIN_ACCURACY='0.75', PETPARK_MAX_ACCURACY_DROP='1',
+                                           **{f'PETPARK_MIN_CLASS_{metric.upper()}': str(bound)}), home)
 
     span2 = os.path.join(data, 'span-2')
     shutil.copytree(os.path.join(data, 'span-1'), span2)
@@ -162,6 +209,65 @@ def test_tfx_cli_creates_and_runs_the_same_pipeline(runs):
     assert {record.states[node] for node in cacheable} == {'CACHED'}, record.states
 
 
+def evaluator_failures(runs, name):
+    """{(metric, is_diff, class): value} of the thresholds a gate run failed, after checking it ended
+    NOT blessed with nothing pushed, exported or carded."""
+    import tensorflow_model_analysis as tfma
+    from petpark.components.common import facts
+    code, output = runs[name]['output']
+    assert code == 0, output
+    assert 'Blessing: NOT blessed' in output and 'Pushed: nothing (model not blessed)' in output, output
+    assert 'Edge (ONNX' not in output and 'Model card:' not in output
+    assert runs[name]['released_after'] == runs[name]['released_before']  # no new served, edge or card version
+    assert all(runs[name]['released_before'].values())
+    run = runs[name]['run']
+    assert run.states['Evaluator'] == 'COMPLETE'
+    blessing = run.output('Evaluator', 'blessing')
+    assert facts.prop(blessing, 'blessed') == 0 and os.path.isfile(os.path.join(blessing.uri, 'NOT_BLESSED'))
+    assert facts.prop(run.output('Pusher', 'pushed_model'), 'pushed') == 0
+    assert facts.prop(run.output('OnnxExporter', 'onnx_model'), 'exported') == 0
+    assert facts.prop(run.output('ModelCardGenerator', 'model_card'), 'written') == 0
+    baselines = [artifact for found in run.outputs['MonitoringBaselineGen'].values() for artifact in found]
+    assert baselines and all(facts.prop(artifact, 'written') == 0 for artifact in baselines)
+    validation = tfma.load_validation_result(run.output('Evaluator', 'evaluation').uri)
+    assert not validation.validation_ok
+    return {(f.metric_key.name, f.metric_key.is_diff, features.LABELS[f.metric_key.sub_key.class_id.value]):
+            f.metric_value.double_value.value
+            for per_slice in validation.metric_validations_per_slice for f in per_slice.failures}
+
+
+def test_a_candidate_worse_than_the_blessed_model_by_more_than_the_allowed_drop_is_not_blessed(runs):
+    failures = evaluator_failures(runs, 'dropped')
+    assert runs['dropped']['run'].states['Trainer'] == 'COMPLETE'  # a new, worse model
+    assert list(failures) == [('binary_accuracy', True, 'dog')], failures  # the change alone, not the value
+    change = failures['binary_accuracy', True, 'dog']
+    assert change < -0.1  # the candidate really is more than the allowed drop below the baseline
+    assert (f'  failed: binary_accuracy of dog = {change:.3f} (change_threshold {{ absolute {{ value: -0.1 }} '
+            'direction: HIGHER_IS_BETTER })') in runs['dropped']['output'][1]
+
+
+def test_a_candidate_below_the_accuracy_bound_is_not_blessed_and_the_summary_shows_its_figures(runs):
+    failures = evaluator_failures(runs, 'below_bounds')
+    output = runs['below_bounds']['output'][1]
+    assert runs['below_bounds']['run'].states['Trainer'] == 'CACHED'
+    accuracy = failures['binary_accuracy', False, 'dog']
+    assert accuracy < 0.75 and ('binary_accuracy', True, 'dog') not in failures
+    assert f'  failed: binary_accuracy of dog = {accuracy:.3f} (value_threshold {{ lower_bound {{ value: 0.75 }} }})' in output
+    # the candidate's figures, not the baseline's (the Evaluator stores both under the same names)
+    assert float(re.search(r'^  overall +\d+ +(\S+)', output, re.M).group(1)) == round(accuracy, 3)
+
+
+def test_a_per_class_bound_fails_on_the_one_class_below_it(runs):
+    metric, bound, failing = runs['class_bound']
+    failures = evaluator_failures(runs, 'below_bounds')
+    per_class = {key: value for key, value in failures.items() if key[0] == metric}
+    assert list(per_class) == [(metric, False, failing)], (runs['class_bound'], failures)
+    value = per_class[metric, False, failing]
+    assert value < bound
+    assert (f'  failed: {metric} of {failing} = {value:.3f} (value_threshold {{ lower_bound {{ value: {bound:g} }} }})'
+            in runs['below_bounds']['output'][1])
+
+
 def test_anomalous_span_stops_before_training_and_pushes_nothing(runs):
     code, output = runs['anomalous']
     assert code == 1, output
@@ -232,9 +338,9 @@ def served(runs):
     """The pushed model behind our REST and gRPC servers, as `petpark serve` would run them."""
     from tensorflow_serving.config import model_server_config_pb2
     from petpark.serving import tf_servable
-    from petpark.serving.grpc_service import make_server
     from petpark.serving.model_store import ModelStore
     from petpark.serving.server import RestServer
+    from tests.serving.model_fixtures import make_server
     config = model_server_config_pb2.ModelServerConfig()
     config.model_config_list.config.add(name='petpark', base_path=os.path.join(runs['home'], 'serving', 'petpark'))
     store = ModelStore(config, tf_servable.load)
@@ -318,9 +424,14 @@ def test_the_registry_traces_a_pushed_version_to_its_span_and_transform_graph(ru
 def test_a_version_promoted_to_canary_then_stable_shows_its_labels(runs):
     version = runs['first_versions'][0]
     promote = [os.path.join(BIN, 'petpark'), 'promote', '--home', runs['home'], '--version', version]
-    for label in ('canary', 'canary', 'stable'):  # the first adds the version to those served
+    for label in ('canary', 'canary'):  # the first adds the version to those served
         code, output = run_command(promote + ['--label', label], os.environ)
         assert code == 0, output
+    code, output = run_command([os.path.join(BIN, 'petpark'), 'models', 'approve', version, '--home', runs['home'],
+                                '--by', 'e2e', '--note', 'the end-to-end test'], os.environ)  # stable needs it
+    assert code == 0, output
+    code, output = run_command(promote + ['--label', 'stable'], os.environ)
+    assert code == 0, output
     assert petpark_json(runs, 'models', 'show', version)['labels'] == ['canary', 'stable']
     code, output = run_command([os.path.join(BIN, 'petpark'), 'models', 'list', '--home', runs['home']], os.environ)
     assert code == 0 and 'canary,stable' in output and version in output, output
@@ -348,6 +459,67 @@ def test_each_pushed_version_has_one_model_card_with_the_evaluators_numbers(runs
     assert 'Model card: ' in runs['first'][1]
 
 
+# The ModelCardGenerator's inputs as the factory wires them: (producer, output key, artifact type name).
+CARD_INPUTS = {'pushed_model': ('Pusher', 'pushed_model', 'PushedModel'),
+               'evaluation': ('Evaluator', 'evaluation', 'ModelEvaluation'),
+               'model_blessing': ('Evaluator', 'blessing', 'ModelBlessing'),
+               'examples': ('ImageExampleGen', 'examples', 'Examples'),
+               'statistics': ('StatisticsGen', 'statistics', 'ExampleStatistics'),
+               'schema': ('AnomaliesGate', 'validated_schema', 'Schema'),
+               'hyperparameters': ('Tuner', 'best_hyperparameters', 'HyperParameters'),
+               'infra_blessing': ('ServingValidator', 'blessing', 'InfraBlessing'),
+               'onnx_model': ('OnnxExporter', 'onnx_model', 'OnnxModel')}
+
+
+def test_the_model_card_generator_works_on_a_non_local_filesystem(runs, tmp_path, monkeypatch):
+    """The first run's card inputs copied to TF's ram:// (as on gs://), the card written there and
+    published under a ram:// card destination; read back through fileio. Its facts are those of
+    the first run's card. (The other executors: tests/components/test_any_filesystem.py.)"""
+    from tfx.dsl.io import fileio
+    from tfx.types import standard_artifacts
+    from tfx.utils import io_utils
+    from petpark.components.common import artifacts
+    from petpark.components.model_card import executor
+    monkeypatch.chdir(tmp_path)  # a URI written as a local path would land here
+    root = f'ram://e2e-{os.getpid()}'
+    inputs = {}
+    for key, (node, output_key, type_name) in CARD_INPUTS.items():
+        recorded = runs['first_run'].output(node, output_key)
+        artifact = (getattr(standard_artifacts, type_name, None) or getattr(artifacts, type_name))()
+        artifact.set_mlmd_artifact(type(recorded).FromString(recorded.SerializeToString()))
+        artifact.uri = f'{root}/inputs/{key}'
+        io_utils.copy_dir(recorded.uri, artifact.uri)
+        inputs[key] = [artifact]
+    recorded = runs['first_run'].parameters['ModelCardGenerator']
+    properties = {name: getattr(recorded[name], recorded[name].WhichOneof('value'))
+                  for name in ('model_name', 'code_version', 'positive_class_id')}
+    properties['card_base_directory'] = f'{root}/published/petpark'
+    card = artifacts.ModelCard()
+    card.uri = f'{root}/card'
+    executor.Executor().Do(inputs, {'model_card': [card]}, properties)
+
+    version = runs['first_versions'][0]
+    destination = f'{root}/published/petpark/{version}'
+    assert card.get_int_custom_property('written') == 1 and card.get_string_custom_property('card_destination') == destination
+    assert fileio.listdir(f'{root}/published/petpark') == [version]  # no staging folder left beside it
+    names = ['facts.json', 'fairness.png', 'model_card.html', 'model_card.md', 'slices.png']
+    assert sorted(fileio.listdir(destination)) == names == sorted(fileio.listdir(card.uri))
+    card_facts = json.loads(io_utils.read_string_file(f'{destination}/facts.json'))
+    with open(os.path.join(runs['home'], 'model_cards', 'petpark', version, 'facts.json')) as f:
+        local_facts = json.load(f)
+    for section in ('version', 'metrics', 'slices', 'worst_slice', 'blessing', 'serving_check', 'edge', 'hyperparameters'):
+        assert card_facts[section] == local_facts[section], section
+    assert card_facts['data']['splits'] == local_facts['data']['splits']  # statistics read from ram://
+    assert card_facts['schema'] == {'uri': f'{root}/inputs/schema', 'features': local_facts['schema']['features']}
+    text = io_utils.read_string_file(f'{destination}/model_card.md')
+    assert f"version {version}" in text and f"{local_facts['metrics']['binary_accuracy']:.3f}" in text
+    assert '<table>' in io_utils.read_string_file(f'{destination}/model_card.html')
+    for plot in ('slices.png', 'fairness.png'):
+        with fileio.open(f'{destination}/{plot}', 'rb') as f:
+            assert f.read(4) == b'\x89PNG'
+    assert not os.path.exists(tmp_path / 'ram:')
+
+
 def test_the_notebooks_run_headlessly_and_petpark_report_renders_them(runs):
     """Both notebooks execute in a fresh kernel against this home's MLMD (any cell error fails
     the command) and are written as HTML under <home>/reports/."""
@@ -361,3 +533,59 @@ def test_the_notebooks_run_headlessly_and_petpark_report_renders_them(runs):
     assert 'rabbit' in data and 'features skewed between train and eval' in data
     assert 'BLESSED' in model and 'worst slice:' in model and 'eval photos misclassified' in model
     assert 'brightness_bucket' in model and 'false_positive_rate@0.50' in model
+
+
+def test_served_frames_darkened_at_night_breach_and_the_report_shows_why(runs, tmp_path):
+    """Frames served with request logging (REST, every request logged), half of them darkened as an
+    infrared-less night camera would: `petpark monitor` breaches on brightness, its report shows the
+    frames that changed most beside what the model looked at, and the window is in the version's lineage."""
+    import base64
+    import io
+
+    import requests
+    from PIL import Image, ImageEnhance
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from petpark.pipeline import cli
+    from petpark.serving import request_logging, tf_servable
+    from petpark.serving.concurrency import InferencePool
+    from petpark.serving.limits import Limits
+    from petpark.serving.metrics import ServingMetrics
+    from petpark.serving.model_store import ModelStore
+    from petpark.serving.server import RestServer
+    home, version = runs['home'], runs['first_versions'][0]
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name='petpark', base_path=os.path.join(home, 'serving', 'petpark'))
+    model.model_version_policy.specific.versions.append(int(version))
+    logging_file = tmp_path / 'logging.config'
+    logging_file.write_text('sampling_config { sampling_rate: 1.0 } log_collector_config { filename_prefix: "'
+                            + os.path.join(home, 'request_logs', 'petpark') + '" }')
+    store = ModelStore(config, tf_servable.load)
+    store.start(poll_seconds=0)
+    logs = request_logging.ServingLog(str(logging_file))
+    rest = RestServer(store, '127.0.0.1', 0, ServingMetrics(), '/metrics', InferencePool(2, 8), Limits(), logs).start()
+    try:
+        url = f'http://127.0.0.1:{rest.port}/v1/models/petpark:predict'
+        for index, path in enumerate(sorted(glob.glob(os.path.join(runs['data'], 'span-1', '*', '*.jpg')))[:160]):
+            with Image.open(path) as photo:
+                frame = ImageEnhance.Brightness(photo.convert('RGB')).enhance(0.3 if index % 2 else 1.0)
+                buffer = io.BytesIO()
+                frame.save(buffer, 'JPEG')
+            body = {'signature_name': features.IMAGE_BYTES_SIGNATURE,
+                    'instances': [{'b64': base64.b64encode(buffer.getvalue()).decode()}]}
+            requests.post(url, json=body, timeout=30).raise_for_status()
+    finally:
+        rest.stop()
+        logs.close()
+        store.stop()
+    code = cli.main(['monitor', '--last', '160', '--version', version, '--home', home, '--json'])
+    assert code == 1  # BREACH
+    (window,) = glob.glob(os.path.join(home, 'monitoring', 'petpark', version, '*-160'))
+    document = json.load(open(os.path.join(window, 'report.json')))
+    assert document['verdict'] == 'BREACH' and 'explanations' not in document, document.get('explanations')
+    assert any('brightness' in reason['message'] for reason in document['reasons']), document['reasons']
+    page = open(os.path.join(window, 'report.html')).read()
+    assert page.count('alt="why: ') == page.count('src="data:image/jpeg;base64,') >= 1
+    assert 'Integrated Gradients' in page
+    windows = petpark_json(runs, 'models', 'lineage', version)['monitoring_windows']
+    assert [w['verdict'] for w in windows] == ['BREACH']

@@ -1,6 +1,7 @@
 """petpark promote: two-step label moves, refusals, atomic writes, locked read-modify-writes, a config
 the store accepts."""
 import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -32,8 +33,29 @@ def test_release_canary_then_promote_and_roll_back(tmp_path):
     assert 'moved from 1 to version 2' in message
     model = promote.read_config(config_path).model_config_list.config[0]
     assert dict(model.version_labels) == {'stable': 2, 'canary': 2}
-    assert list(model.model_version_policy.specific.versions) == [2]  # version 1 retires
+    assert list(model.model_version_policy.specific.versions) == [1, 2]  # version 1 stays served: the rollback target
     assert model.base_path == model_dir and model.model_platform == 'tensorflow'
+    assert "moved from 2 to version 1" in promote.promote(config_path, 'petpark', model_dir, 'stable', 1)  # one step
+    add_version(model_dir, 3)
+    promote.promote(config_path, 'petpark', model_dir, 'canary', 3)
+    promote.promote(config_path, 'petpark', model_dir, 'canary', 3)  # canary leaves 2, which stable left: retires
+    model = promote.read_config(config_path).model_config_list.config[0]
+    assert dict(model.version_labels) == {'stable': 1, 'canary': 3}
+    assert list(model.model_version_policy.specific.versions) == [1, 3]
+    promote.promote(config_path, 'petpark', model_dir, 'stable', 3)  # stable 1 -> 3: 1 stays as the standby
+    model = promote.read_config(config_path).model_config_list.config[0]
+    assert list(model.model_version_policy.specific.versions) == [1, 3]
+
+
+def test_edge_labels_name_only_versions_with_an_edge_export_and_are_replaced_whole(tmp_path):
+    edge = str(tmp_path / 'edge' / 'petpark')
+    for version in (1, 2):
+        os.makedirs(os.path.join(edge, str(version)))
+    open(os.path.join(edge, '1', 'metadata.json'), 'w').close()  # 2 is not complete (no metadata.json)
+    assert promote.write_edge_labels(edge, {'stable': 1, 'canary': 2}) == {'stable': '1'}
+    with open(os.path.join(edge, 'labels.json')) as f:
+        assert json.load(f) == {'stable': '1'}
+    assert sorted(os.listdir(edge)) == ['1', '2', 'labels.json']
 
 
 def test_refuses_missing_or_incomplete_versions_and_bad_labels(tmp_path):
@@ -73,12 +95,15 @@ def test_written_config_is_served_by_the_model_store(tmp_path):
 
 def test_cli_uses_home_defaults(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv('PETPARK_HOME', str(tmp_path))
+    monkeypatch.delenv('PETPARK_RELEASE_REQUIRE_APPROVAL', raising=False)
     add_version(str(tmp_path / 'serving' / 'petpark'), 7)
-    assert cli.main(['promote', '--label', 'stable', '--version', '7']) == 0
+    assert cli.main(['promote', '--label', 'canary', '--version', '7']) == 0
     assert 'added to the served versions' in capsys.readouterr().out
     assert os.path.isfile(tmp_path / 'serving' / 'models.config')
     assert cli.main(['promote', '--label', 'stable', '--version', '8']) == 2
     assert 'Version 8 of model petpark does not exist' in capsys.readouterr().err
+    assert cli.main(['promote', '--label', 'stable', '--version', '7']) == 2  # the release rules: no approval
+    assert 'no approval of version 7' in capsys.readouterr().err
 
 
 # One `petpark promote` in a process of its own: says it is ready, waits for the go file, promotes.
@@ -127,7 +152,7 @@ def test_a_lock_held_too_long_is_a_clear_error_and_changes_nothing(tmp_path, mon
                                                        f'{config_path}.lock for over 0.3 s; nothing changed'):
             promote.promote(config_path, 'petpark', model_dir, 'stable', 1)
         monkeypatch.setenv('PETPARK_HOME', str(tmp_path))
-        assert cli.main(['promote', '--label', 'stable', '--version', '1', '--config', config_path,
+        assert cli.main(['promote', '--label', 'canary', '--version', '1', '--config', config_path,
                          '--model-dir', model_dir]) == 2
         err = capsys.readouterr().err
         assert err.startswith('petpark: error: ') and err.count('\n') == 1 and 'held' in err
