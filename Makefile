@@ -17,7 +17,7 @@ demo: setup
 	.venv/bin/petpark run
 
 test: setup airflow system-packages lint
-	PETPARK_REQUIRE_AIRFLOW=1 PETPARK_REQUIRE_SYSTEM_PACKAGES=1 .venv/bin/python -m pytest tests
+	PETPARK_REQUIRE_AIRFLOW=1 PETPARK_REQUIRE_SYSTEM_PACKAGES=1 PETPARK_REQUIRE_SHARED=1 .venv/bin/python -m pytest tests
 
 # one style for the whole tree (ruff.toml)
 lint: setup

@@ -3,11 +3,9 @@ TFDV's artifacts (ExampleStatistics of the window, ExampleAnomalies with a split
 schema, skew, drift) and a petpark.MonitoringReport (report.json, report.html) whose facts
 contribution `monitoring` the registry shows. Everything a window writes is in its folder before
 the execution is recorded, so a recorded window is complete."""
-import time
 from typing import Dict, List, Optional
 
 import ml_metadata as mlmd
-from ml_metadata import errors
 from ml_metadata.proto import metadata_store_pb2
 
 from petpark.pipeline.inspection import store as mlmd_store
@@ -15,20 +13,6 @@ from petpark.pipeline.inspection import store as mlmd_store
 EXECUTION_TYPE = 'petpark.MonitorWindow'
 CONTEXT_TYPE = 'petpark.Monitor'
 REPORT_TYPE = 'petpark.MonitoringReport'
-_RETRY_SECONDS = 60.0  # a pipeline run holds sqlite's one writer (a database server's locks) for a moment
-
-
-def _retrying(call):
-    deadline = time.monotonic() + _RETRY_SECONDS
-    delay = 0.1
-    while True:
-        try:
-            return call()
-        except (errors.AbortedError, errors.UnavailableError, errors.InternalError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 def _tfx_type(name: str) -> metadata_store_pb2.ArtifactType:
@@ -100,7 +84,7 @@ def record_window(metadata: mlmd_store.Target, pipeline_name: str, model_name: s
             events.append((artifact, event))
         execution_id, _, _ = store.put_execution(execution, events, [context], reuse_context_if_already_exist=True)
         return execution_id
-    return _retrying(put)
+    return mlmd_store.retrying(put)
 
 
 def windows(metadata: mlmd_store.Target, pipeline_name: str, model_name: str,

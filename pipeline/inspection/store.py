@@ -7,6 +7,7 @@ the connection gives one MetadataError naming it (never its password), never a t
 """
 import os
 import re
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 # MLMD's PostgreSQL driver logs two INFO lines through glog on every connection; warnings still show
@@ -165,6 +166,24 @@ def open_store(metadata: Target, read_only: bool = True) -> mlmd.MetadataStore:
         raise MetadataError(f'{location(metadata)}: cannot open the MLMD store ({reason}; a refused login, '
                             'a wrong password or a missing database: the reason is logged above)') from None
     return store
+
+
+WRITE_RETRY_SECONDS = 60.0  # a pipeline run holds sqlite's one writer (a database server's locks) for a moment
+
+
+def retrying(call):
+    """call() retried with back-off while the store is busy (aborted, unavailable, locked), up to
+    WRITE_RETRY_SECONDS; then the last error."""
+    deadline = time.monotonic() + WRITE_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except (errors.AbortedError, errors.UnavailableError, errors.InternalError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def first(artifacts: Dict[str, List[Artifact]], key: str) -> Optional[Artifact]:

@@ -18,11 +18,9 @@ Writes retry while sqlite's one writer (a pipeline run) holds the store, as moni
 import dataclasses
 import datetime
 import json
-import time
 from typing import Any, Dict, List, Optional, Union
 
 import ml_metadata as mlmd
-from ml_metadata import errors
 from ml_metadata.proto import metadata_store_pb2
 
 from petpark.pipeline.inspection import store as mlmd_store
@@ -40,7 +38,6 @@ COMPLETE, RUNNING, FAILED, CANCELED = 'COMPLETE', 'RUNNING', 'FAILED', 'CANCELED
 _STATES = {COMPLETE: metadata_store_pb2.Execution.COMPLETE, RUNNING: metadata_store_pb2.Execution.RUNNING,
            FAILED: metadata_store_pb2.Execution.FAILED, CANCELED: metadata_store_pb2.Execution.CANCELED}
 _STATE_NAMES = {value: name for name, value in _STATES.items()}
-_RETRY_SECONDS = 60.0
 Store = Union[mlmd_store.Target, mlmd.MetadataStore]
 
 
@@ -73,19 +70,6 @@ class Decision:
 def moment(epoch: float) -> str:
     """A record's time as people read it: UTC, ISO 8601 to the second."""
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
-
-
-def _retrying(call):
-    deadline = time.monotonic() + _RETRY_SECONDS
-    delay = 0.1
-    while True:
-        try:
-            return call()
-        except (errors.AbortedError, errors.UnavailableError, errors.InternalError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 def _open(metadata: Store, read_only: bool) -> mlmd.MetadataStore:
@@ -138,7 +122,7 @@ def record(metadata: Store, pipeline_name: str, model_name: str, kind: str, vers
             events.append((artifact, event))
         execution_id, _, _ = store.put_execution(execution, events, [context], reuse_context_if_already_exist=True)
         return execution_id
-    return _retrying(put)
+    return mlmd_store.retrying(put)
 
 
 def update(metadata: Store, execution_id: int, state: str, **more_details: Any) -> None:
@@ -154,7 +138,7 @@ def update(metadata: Store, execution_id: int, state: str, **more_details: Any) 
         execution.properties['details'].string_value = json.dumps(details, sort_keys=True)
         execution.last_known_state = _STATES[state]
         store.put_executions([execution])
-    _retrying(put)
+    mlmd_store.retrying(put)
 
 
 def _where(metadata: Store) -> str:
