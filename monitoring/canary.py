@@ -175,6 +175,9 @@ def judge(pairs: Sequence[Pair], tolerances: Tolerances) -> Dict[str, Any]:
 def lines(document: Dict[str, Any]) -> List[str]:
     """The verdict as a person reads it."""
     n = document['numbers']
+    if document['canary_version'] is None:
+        return [f"no canary of {document['model_name']} to judge: no version is labelled canary in models.config "
+                f"and no mirrored request was logged: {document['verdict']}"]
     out = [f"canary {document['canary_version']} against stable {document['stable_version']} of "
            f"{document['model_name']}: {document['verdict']}"]
     out += [f'  {reason}' for reason in document['reasons']]

@@ -204,7 +204,7 @@ def moment(text: str) -> int:
     return int(parsed.timestamp())
 
 
-def _canary(args: argparse.Namespace, settings) -> int:
+def _canary(args: argparse.Namespace, settings, out) -> int:
     from petpark.monitoring import canary
     version = None
     if args.version is not None:
@@ -212,14 +212,15 @@ def _canary(args: argparse.Namespace, settings) -> int:
             raise ValueError(f'--version names the canary version, a number; got {args.version!r}')
         version = int(args.version)
     if args.serve is not None:
-        return canary.serve(settings, args.serve, version)
+        return canary.serve(settings, args.serve, version, log=lambda line: out.write(line + '\n'))
     if args.json:
         document = canary.evaluate(settings, args.since, args.until, args.last, version)
         if not args.no_record:
             document['decision'] = canary.record(settings, document)
-        print(canary.as_json(document).decode(), end='')
+        out.write(canary.as_json(document).decode())
     else:
-        document = canary.run(settings, args.since, args.until, args.last, version, keep=not args.no_record)
+        document = canary.run(settings, args.since, args.until, args.last, version, keep=not args.no_record,
+                              log=lambda line: out.write(line + '\n'))
     return canary.EXIT_CODES[document['verdict']]
 
 
@@ -242,9 +243,9 @@ def _monitor(args: argparse.Namespace) -> int:
         'monitor_prometheus_url': args.prometheus, 'monitor_alertmanager_url': args.alertmanager,
         'monitor_webhook_url': args.webhook, 'monitor_review_dir': args.review_dir, 'monitor_retrain': args.retrain},
         check_data_root=False)
-    if args.check == 'canary':
-        return _canary(args, settings)
     with console.Console(args.verbose, os.path.join(settings.home, 'logs', 'monitor.log')) as terminal:
+        if args.check == 'canary':
+            return _canary(args, settings, terminal.out)
         if args.every is not None:
             from petpark.monitoring import exporter
             return exporter.run_schedule(settings, args.every, args.metrics_port, args.version,

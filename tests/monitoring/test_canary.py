@@ -77,20 +77,20 @@ def write_mirrored(home, count, flip_every=0):
     logs.close()
 
 
-def test_the_command_exits_with_the_verdict_and_prints_its_document(tmp_path, capsys, monkeypatch):
+def test_the_command_exits_with_the_verdict_and_prints_its_document(tmp_path, capfd, monkeypatch):
     for name in [n for n in os.environ if n.startswith('PETPARK_')]:
         monkeypatch.delenv(name)
     home = str(tmp_path)
     write_mirrored(home, 200, flip_every=4)
     assert cli.main(['monitor', 'canary', '--home', home, '--no-record', '--last', '99']) == 3
-    assert '99 mirrored requests, fewer than the 1000' in capsys.readouterr().out
+    assert '99 mirrored requests, fewer than the 1000' in capfd.readouterr().out
     assert cli.main(['monitor', 'canary', '--home', home, '--no-record', '--json']) == 1
-    document = json.loads(capsys.readouterr().out)
+    document = json.loads(capfd.readouterr().out)
     assert document['verdict'] == 'FAIL' and document['numbers']['flips'] == 50 and document['canary_version'] == 2
     assert 'decision' not in document
     assert cli.main(['monitor', 'canary', '--home', home, '--version', '7', '--no-record']) == 3  # none mirrored to 7
     assert cli.main(['monitor', 'canary', '--home', home, '--every', '60']) == 2
-    assert '--serve' in capsys.readouterr().err
+    assert '--serve' in capfd.readouterr().err
 
 
 def test_a_rollout_controller_reads_the_verdict_so_far_as_json(tmp_path):

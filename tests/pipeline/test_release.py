@@ -93,15 +93,15 @@ def path(tmp_path_factory):
             'window': window}
 
 
-def petpark(path, capsys, *args):
+def petpark(path, capfd, *args):
     """`petpark ARGS --home HOME` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
+    capfd.readouterr()
     code = cli.main([*args, '--home', path['home']])
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     return code, out, err
 
 
-def test_the_release_path_from_run_to_stable_and_back(path, capsys, monkeypatch):
+def test_the_release_path_from_run_to_stable_and_back(path, capfd, monkeypatch):
     for name in [n for n in os.environ if n.startswith('PETPARK_')]:
         monkeypatch.delenv(name)
     v1, v2, home = path['v1'], path['v2'], path['home']
@@ -109,19 +109,19 @@ def test_the_release_path_from_run_to_stable_and_back(path, capsys, monkeypatch)
     for output in (path['first'], path['second']):
         assert 'Serving check (petpark): passed' in output and 'Pushed: ' in output
     # approval -> stable (two steps: serve it, then label it once AVAILABLE)
-    assert petpark(path, capsys, 'models', 'approve', v1, '--by', 'qa.alice', '--note', 'card read, slices fine')[0] == 0
+    assert petpark(path, capfd, 'models', 'approve', v1, '--by', 'qa.alice', '--note', 'card read, slices fine')[0] == 0
     for _ in range(2):
-        code, out, err = petpark(path, capsys, 'promote', '--label', 'stable', '--version', v1, '--by', 'ops')
+        code, out, err = petpark(path, capfd, 'promote', '--label', 'stable', '--version', v1, '--by', 'ops')
         assert code == 0, err
     assert "'stable' of petpark moved to version " + v1 in out
     # the retrained version as canary; stable refused without its approval, showing its canary verdict
     for _ in range(2):
-        assert petpark(path, capsys, 'promote', '--label', 'canary', '--version', v2, '--by', 'ops')[0] == 0
-    code, out, err = petpark(path, capsys, 'promote', '--label', 'stable', '--version', v2)
+        assert petpark(path, capfd, 'promote', '--label', 'canary', '--version', v2, '--by', 'ops')[0] == 0
+    code, out, err = petpark(path, capfd, 'promote', '--label', 'stable', '--version', v2)
     assert code == 2 and f'no approval of version {v2}' in err and f'Canary verdict of version {v2}: none' in err
     # the canary judged on mirrored requests by `petpark monitor canary`, its verdict recorded
     mirrored_traffic(path['settings'], v1, v2, 1000)
-    code, out, err = petpark(path, capsys, 'monitor', 'canary', '--json')
+    code, out, err = petpark(path, capfd, 'monitor', 'canary', '--json')
     assert code == 0, err
     judged = json.loads(out)
     assert judged['verdict'] == 'PASS' and judged['numbers']['requests'] == 1000, judged
@@ -133,13 +133,13 @@ def test_the_release_path_from_run_to_stable_and_back(path, capsys, monkeypatch)
     assert verdict.execution_id == judged['decision'] and verdict.state == 'COMPLETE'
     assert verdict.details['evidence']['serving_check']['passed'] is True
     # approval -> stable, showing the verdict
-    assert petpark(path, capsys, 'models', 'approve', v2, '--by', 'qa.bob', '--note', 'canary passed')[0] == 0
-    code, out, err = petpark(path, capsys, 'promote', '--label', 'stable', '--version', v2, '--by', 'ops')
+    assert petpark(path, capfd, 'models', 'approve', v2, '--by', 'qa.bob', '--note', 'canary passed')[0] == 0
+    code, out, err = petpark(path, capfd, 'promote', '--label', 'stable', '--version', v2, '--by', 'ops')
     assert code == 0, err
     assert f'Canary verdict of version {v2}: PASS' in out and f"moved from {v1} to version {v2}" in out
     assert f'version {v1} stays served for a rollback' in out
     # rollback: one command
-    code, out, err = petpark(path, capsys, 'promote', '--rollback', '--by', 'ops.dave', '--reason', 'errors up')
+    code, out, err = petpark(path, capfd, 'promote', '--rollback', '--by', 'ops.dave', '--reason', 'errors up')
     assert code == 0, err
     assert f'back from version {v2} to version {v1}' in out
     from petpark.serving import promote
@@ -148,7 +148,7 @@ def test_the_release_path_from_run_to_stable_and_back(path, capsys, monkeypatch)
     assert promote.served_of(config, 'petpark') == sorted([int(v1), int(v2)])
 
     # the record: every decision, who, when, from which version to which, why
-    code, out, _ = petpark(path, capsys, 'models', 'history', '--json')
+    code, out, _ = petpark(path, capfd, 'models', 'history', '--json')
     history = json.loads(out)
     assert [(d['kind'], d['version'], d['by']) for d in history] == [
         ('approval', v1, 'qa.alice'), ('promotion', v1, 'ops'), ('promotion', v1, 'ops'),
@@ -156,21 +156,21 @@ def test_the_release_path_from_run_to_stable_and_back(path, capsys, monkeypatch)
         ('approval', v2, 'qa.bob'), ('promotion', v2, 'ops'), ('rollback', v1, 'ops.dave')]
     assert history[-1]['details']['from_version'] == v2 and history[-1]['reason'] == 'errors up'
     assert all(d['state'] == 'COMPLETE' and d['at_text'].endswith('Z') for d in history)
-    code, out, _ = petpark(path, capsys, 'models', 'list')
+    code, out, _ = petpark(path, capfd, 'models', 'list')
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert 'approved' in rows[v1] and 'stable' in rows[v1]
     assert 'approved' in rows[v2] and 'PASS' in rows[v2] and 'canary' in rows[v2]
-    code, out, _ = petpark(path, capsys, 'models', 'show', v2)
+    code, out, _ = petpark(path, capfd, 'models', 'show', v2)
     assert 'certification: APPROVED by qa.bob' in out and 'canary verdict: ' in out and 'PASS' in out
 
     # traceability: from the version to its approval, canary verdict, the window that saw it and the retraining
-    code, out, _ = petpark(path, capsys, 'models', 'lineage', v1, '--json')
+    code, out, _ = petpark(path, capfd, 'models', 'lineage', v1, '--json')
     tree = json.loads(out)
     assert [d['kind'] for d in tree['decisions']][:1] == ['approval']
     assert [w['verdict'] for w in tree['monitoring_windows']] == ['BREACH']
     (retraining,) = tree['retraining']
     assert retraining['window'] == 'w-breach' and retraining['run']['pushed_versions'] == [v2]
-    code, out, _ = petpark(path, capsys, 'models', 'lineage', v2)
+    code, out, _ = petpark(path, capfd, 'models', 'lineage', v2)
     assert 'canary verdict PASS' in out and 'approval of ' + v2 in out and 'Trainer' in out
 
     # the card of the new version: its explanations, and the decisions page beside it
@@ -183,7 +183,7 @@ def test_the_release_path_from_run_to_stable_and_back(path, capsys, monkeypatch)
 
     # why the stable version calls a frame a dog: `petpark explain`, without a server
     frame = sorted(glob.glob(os.path.join(home, 'data', 'synthetic', 'dog', '*.jpg')))[0]
-    code, out, err = petpark(path, capsys, 'explain', frame, '--steps', '8')
+    code, out, err = petpark(path, capfd, 'explain', frame, '--steps', '8')
     assert code == 0, err
     assert f'version {v1}, Integrated Gradients' in out
     overlay = out.splitlines()[0].split('\t')[3]
