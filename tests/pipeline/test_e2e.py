@@ -502,8 +502,10 @@ def test_the_model_card_generator_works_on_a_non_local_filesystem(runs, tmp_path
     destination = f'{root}/published/petpark/{version}'
     assert card.get_int_custom_property('written') == 1 and card.get_string_custom_property('card_destination') == destination
     assert fileio.listdir(f'{root}/published/petpark') == [version]  # no staging folder left beside it
-    names = ['facts.json', 'fairness.png', 'model_card.html', 'model_card.md', 'slices.png']
+    names = ['explanations', 'facts.json', 'fairness.png', 'model_card.html', 'model_card.md', 'slices.png']
     assert sorted(fileio.listdir(destination)) == names == sorted(fileio.listdir(card.uri))
+    overlays = fileio.listdir(f'{destination}/explanations')  # the saliency overlays, written through fileio too
+    assert overlays and all(name.endswith('.png') for name in overlays)
     card_facts = json.loads(io_utils.read_string_file(f'{destination}/facts.json'))
     with open(os.path.join(runs['home'], 'model_cards', 'petpark', version, 'facts.json')) as f:
         local_facts = json.load(f)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from petpark.pipeline import synthetic_data
-from petpark.pipeline.inspection import summary
+from petpark.pipeline.inspection import store, summary
 from petpark.pipeline.ops import run_lock
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +38,7 @@ def test_a_killed_run_is_abandoned_and_the_next_run_completes(small_run):
         try:
             if summary.latest_run(metadata_path, 'petpark').states.get('Transform') == 'RUNNING':
                 break
-        except (LookupError, RuntimeError):
+        except (LookupError, RuntimeError, store.MetadataError):  # the run has not created its store yet
             pass
         time.sleep(0.2)
     else:
