@@ -94,7 +94,8 @@ def test_an_onnx_file_that_disagrees_with_the_saved_model_is_refused_and_nothing
                      r'\(allowed 0.0001\)', str(refused.value))
     assert found and float(found.group(1)) > 1e-3, refused.value
     assert not (work / 'edge').exists()  # nothing published
-    assert not list(work.rglob('*.onnx')) and os.listdir(stages) == []  # no artifact files, no stage left
+    left = [name for name in os.listdir(stages) if not name.startswith('__autograph_generated_file')]  # TF's own
+    assert not list(work.rglob('*.onnx')) and left == []  # no artifact files, no stage left
 
 
 def test_a_second_export_of_the_same_model_is_not_published_again(transformed, trained_model, tmp_path):
