@@ -7,8 +7,8 @@ Serves one pushed petpark model as two versions (1 labelled `stable`, 2 `canary`
 - logging: every request logged (sampling_rate 1.0);
 - unwritable: every request "logged" into a folder that cannot be created (a file stands in its
   path): every record dropped, counted;
-- mirror: every request `stable` answers mirrored to `canary` (--canary_mirror_rate 1.0), the pairs
-  logged (sampling_rate 0: only them).
+- mirror: the requests `stable` answers mirrored to `canary` (--canary_mirror_rate, --mirror-rate
+  here, default 1.0), the pairs logged (sampling_rate 0: only them).
 A client asks for `stable` one request at a time, over REST and gRPC, in blocks taken in turn across
 the four servers so that they see the same machine; p50/p99 and each server's added p50 against
 `off` are printed, then what each one wrote (records, mirrored pairs). Targets (docs/monitoring.md,
@@ -49,7 +49,7 @@ def model_config(base: str) -> str:
             'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 } } }')
 
 
-def start(name: str, folder: str, config_file: str):
+def start(name: str, folder: str, config_file: str, mirror_rate: float):
     """`petpark serve` for one of SERVERS; (process, grpc port, rest port, its log folder)."""
     grpc_port, rest_port = free_port(), free_port()
     command = [sys.executable, '-c', 'import sys; from petpark.pipeline.cli import main; sys.exit(main())', 'serve',
@@ -66,7 +66,7 @@ def start(name: str, folder: str, config_file: str):
                     f'log_collector_config {{ filename_prefix: "{os.path.join(log_dir, "petpark")}" }}')
         command.append(f'--request_logging_config_file={logging_file}')
     if name == 'mirror':
-        command.append('--canary_mirror_rate=1.0')
+        command.append(f'--canary_mirror_rate={mirror_rate}')
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument('--model-dir', default=os.path.join('petpark_home', 'serving', 'petpark'))
     parser.add_argument('--calls', type=int, default=200, help='calls per server, path and block')
     parser.add_argument('--blocks', type=int, default=5, help='blocks taken in turn (the first warms up)')
+    parser.add_argument('--mirror-rate', type=float, default=1.0, help="the mirror server's --canary_mirror_rate")
     args = parser.parse_args()
     versions = sorted(glob.glob(os.path.join(os.path.abspath(args.model_dir), '[0-9]*', 'saved_model.pb')))
     if not versions:
@@ -108,7 +109,7 @@ def main() -> int:
     servers = {}
     try:
         for name in SERVERS:
-            servers[name] = start(name, folder, config_file)
+            servers[name] = start(name, folder, config_file, args.mirror_rate)
         body = {'signature_name': SIGNATURE, 'instances': [{'b64': base64.b64encode(image).decode()}]}
         request = grpc_request(image)
         request.model_spec.version_label = 'stable'
