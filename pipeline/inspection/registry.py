@@ -256,6 +256,11 @@ def show_lines(r: Record) -> List[str]:
     lines.append(f"  code: {f['code_version']}; trainer module {r.trainer_module}")
     lines.append(f"  edge: {f['edge']['destination'] if f['edge'] else 'not exported'}")
     lines.append(f"  model card: {r.model_card[render.CARD_HTML] if r.model_card else 'none'}")
+    baseline = f.get('monitoring_baseline')
+    lines.append('  monitoring baseline: ' + (
+        f"{baseline['uri']} ({baseline['examples']} {baseline['split']} examples, windows from {baseline['min_window']} "
+        f"frames, false-alarm rate {baseline['false_alarm_rate']:g})" if baseline else 'none (`petpark monitor` has '
+        'nothing to compare this version with)'))
     certified, canary = r.certification, r.canary
     lines.append('  certification: ' + ('none yet (`petpark models approve VERSION --by NAME --note TEXT`)'
                                         if certified is None else

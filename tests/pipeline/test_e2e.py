@@ -591,3 +591,5 @@ def test_served_frames_darkened_at_night_breach_and_the_report_shows_why(runs, t
     assert 'Integrated Gradients' in page
     windows = petpark_json(runs, 'models', 'lineage', version)['monitoring_windows']
     assert [w['verdict'] for w in windows] == ['BREACH']
+    code, output = run_command([os.path.join(BIN, 'petpark'), 'models', 'show', version, '--home', home], os.environ)
+    assert code == 0 and f"monitoring baseline: {document['baseline']} (" in output, output
