@@ -1,16 +1,17 @@
 """Request-path benchmark: what request logging and canary mirroring cost a client. Prints numbers,
 asserts nothing.
 
-Serves one pushed petpark model as two versions (1 labelled `stable`, 2 `canary`) from four
+Serves one pushed petpark model as two versions (1 labelled `stable`, 2 `canary`) from five
 `petpark serve` processes, identical but for:
-- off: no request logging;
+- off, and off again: no request logging (the second shows how far two identical servers differ:
+  the noise floor of the comparison);
 - logging: every request logged (sampling_rate 1.0);
 - unwritable: every request "logged" into a folder that cannot be created (a file stands in its
   path): every record dropped, counted;
 - mirror: the requests `stable` answers mirrored to `canary` (--canary_mirror_rate, --mirror-rate
   here, default 1.0), the pairs logged (sampling_rate 0: only them).
 A client asks for `stable` one request at a time, over REST and gRPC, in blocks taken in turn across
-the four servers so that they see the same machine; p50/p99 and each server's added p50 against
+the five servers so that they see the same machine; p50/p99 and each server's added p50 against
 `off` are printed, then what each one wrote (records, mirrored pairs). Targets (docs/monitoring.md,
 docs/release.md): logging adds <= 5% to p50; an unwritable folder fails no request; mirroring at 1.0
 adds <= 5% to stable's p50.
@@ -40,7 +41,7 @@ from serving_benchmark import SIGNATURE, grpc_request, percentiles  # noqa: E402
 from petpark.monitoring import canary, logs  # noqa: E402
 from petpark.serving.ports import free_port  # noqa: E402
 
-SERVERS = ('off', 'logging', 'unwritable', 'mirror')
+SERVERS = ('off', 'off again', 'logging', 'unwritable', 'mirror')
 
 
 def model_config(base: str) -> str:
@@ -54,11 +55,11 @@ def start(name: str, folder: str, config_file: str, mirror_rate: float):
     grpc_port, rest_port = free_port(), free_port()
     command = [sys.executable, '-c', 'import sys; from petpark.pipeline.cli import main; sys.exit(main())', 'serve',
                f'--port={grpc_port}', f'--rest_api_port={rest_port}', f'--model_config_file={config_file}']
-    log_dir = os.path.join(folder, name, 'logs')
+    log_dir = os.path.join(folder, name.replace(' ', '_'), 'logs')
     if name == 'unwritable':
-        os.makedirs(os.path.join(folder, name))
-        open(os.path.join(folder, name, 'logs'), 'w').close()  # a file where the log folder would be
-    if name != 'off':
+        os.makedirs(os.path.dirname(log_dir))
+        open(log_dir, 'w').close()  # a file where the log folder would be
+    if not name.startswith('off'):
         rate = 0.0 if name == 'mirror' else 1.0
         logging_file = os.path.join(folder, f'{name}.logging.config')
         with open(logging_file, 'w') as f:
