@@ -9,10 +9,13 @@ executor still receives both inputs.
 
 An Airflow retry of a task meets the same error: TFX reuses the execution the failed try
 registered and records its input events again. Inputs that execution already has are not
-recorded twice, so a retried task runs.
+recorded twice. The failed try also left its output artifacts registered (pending) under the names
+the retry gives its own (`<key>:<run id>`, unique per type in MLMD); the retry's are named
+`<key>:<run id>:try-N`. So a retried task runs.
 """
 from typing import Dict, List, Optional, Set
 
+from ml_metadata import errors
 from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.orchestration import metadata
@@ -35,8 +38,29 @@ def not_recorded(input_artifacts: Dict[str, List[types.Artifact]], recorded: Set
             for key, artifacts in input_artifacts.items()}
 
 
+def renamed_for_retry(store, output_artifacts: Optional[Dict[str, List[types.Artifact]]]) -> None:
+    """Gives each new output artifact whose name (`<key>:<run id>`) an earlier try of the task took
+    the name `<key>:<run id>:try-N`, so MLMD's unique (type, name) holds."""
+    for artifacts in (output_artifacts or {}).values():
+        for artifact in artifacts:
+            if artifact.id or not artifact.name:
+                continue
+            base, attempt = artifact.name, 1
+            while _named(store, artifact.type_name, artifact.name):
+                attempt += 1
+                artifact.name = f'{base}:try-{attempt}'
+
+
+def _named(store, type_name: str, name: str) -> bool:
+    try:
+        return store.get_artifact_by_type_and_name(type_name, name) is not None
+    except errors.NotFoundError:  # the type itself is new
+        return False
+
+
 class OneEventPerArtifactMetadata(metadata.Metadata):
-    """TFX's legacy Metadata; registers each input artifact of an execution once, retries included."""
+    """TFX's legacy Metadata; registers each input artifact of an execution once, retries included,
+    and names the outputs of a retried try apart from those the failed try left pending."""
 
     def register_execution(self, pipeline_info, component_info, contexts, exec_properties=None,
                            input_artifacts=None):
@@ -48,6 +72,10 @@ class OneEventPerArtifactMetadata(metadata.Metadata):
                         if e.type == metadata_store_pb2.Event.INPUT}
             inputs = not_recorded(inputs, recorded)
         return super().register_execution(pipeline_info, component_info, contexts, exec_properties, inputs)
+
+    def update_execution(self, execution, component_info, input_artifacts=None, output_artifacts=None, **more):
+        renamed_for_retry(self.store, output_artifacts)
+        return super().update_execution(execution, component_info, input_artifacts, output_artifacts, **more)
 
 
 class InProcessLauncher(in_process_component_launcher.InProcessComponentLauncher):

@@ -26,15 +26,26 @@ def test_an_artifact_under_two_keys_is_registered_once_and_others_are_kept():
 
 
 def register_twice(metadata_class, path):
-    """Registers the Pusher's execution of one run twice, as an Airflow retry does; returns both."""
+    """Registers the Pusher's execution of one run twice, as an Airflow retry does, each try with its
+    pending output as TFX's driver prepares it (`pushed_model:<run id>`); returns both executions and
+    both outputs."""
     pipeline = data_types.PipelineInfo('petpark', str(path / 'root'), run_id='manual__1')
     component = data_types.ComponentInfo('ServingPusher', 'Pusher', pipeline)
     with metadata_class(metadata.sqlite_metadata_connection_config(str(path / 'mlmd.sqlite'))) as store:
         candidate = standard_artifacts.Model()
         candidate.uri = str(path / 'model')
         store.publish_artifacts([candidate])
-        return [store.register_execution(pipeline, component, store.register_pipeline_contexts_if_not_exists(pipeline),
-                                         input_artifacts={'model': [candidate]}) for _ in range(2)]
+        executions, outputs = [], []
+        for attempt in range(2):
+            contexts = store.register_pipeline_contexts_if_not_exists(pipeline)
+            execution = store.register_execution(pipeline, component, contexts, input_artifacts={'model': [candidate]})
+            pushed = standard_artifacts.PushedModel()
+            pushed.name, pushed.uri = 'pushed_model:manual__1', str(path / 'pushed' / str(attempt))
+            store.update_execution(execution, component, output_artifacts={'pushed_model': [pushed]},
+                                   artifact_state='pending', contexts=contexts)
+            executions.append(execution)
+            outputs.append(pushed)
+        return executions, outputs
 
 
 def test_a_retried_task_reuses_its_execution_without_recording_its_inputs_again(tmp_path):
@@ -42,8 +53,11 @@ def test_a_retried_task_reuses_its_execution_without_recording_its_inputs_again(
     with pytest.raises(mlmd.errors.AlreadyExistsError, match='event already exists'):
         register_twice(metadata.Metadata, tmp_path / 'tfx')  # TFX's own, on a retry
     (tmp_path / 'petpark').mkdir()
-    first, retry = register_twice(airflow_launcher.OneEventPerArtifactMetadata, tmp_path / 'petpark')
+    (first, retry), (failed_output, retried_output) = register_twice(airflow_launcher.OneEventPerArtifactMetadata,
+                                                                     tmp_path / 'petpark')
     assert retry.id == first.id
+    assert (failed_output.name, retried_output.name) == ('pushed_model:manual__1', 'pushed_model:manual__1:try-2')
+    assert retried_output.id and retried_output.id != failed_output.id
 
 
 @pytest.mark.parametrize('name,value,message', [
