@@ -11,7 +11,8 @@ An Airflow retry of a task meets the same error: TFX reuses the execution the fa
 registered and records its input events again. Inputs that execution already has are not
 recorded twice. The failed try also left its output artifacts registered (pending) under the names
 the retry gives its own (`<key>:<run id>`, unique per type in MLMD); the retry's are named
-`<key>:<run id>:try-N`. So a retried task runs.
+`<key>:<run id>:try-N`, and the next task takes the published ones as its inputs, not those left
+pending. So a retried task runs, and the tasks after it too.
 """
 from typing import Dict, List, Optional, Set
 
@@ -20,6 +21,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.orchestration import metadata
 from tfx.orchestration.launcher import in_process_component_launcher
+from tfx.types.artifact import ArtifactState
 
 
 def first_occurrences(input_artifacts: Optional[Dict[str, List[types.Artifact]]]) -> Dict[str, List[types.Artifact]]:
@@ -76,6 +78,13 @@ class OneEventPerArtifactMetadata(metadata.Metadata):
     def update_execution(self, execution, component_info, input_artifacts=None, output_artifacts=None, **more):
         renamed_for_retry(self.store, output_artifacts)
         return super().update_execution(execution, component_info, input_artifacts, output_artifacts, **more)
+
+    def search_artifacts(self, artifact_name, pipeline_info, producer_component_id):
+        """The producer's outputs under `artifact_name` in this run: its published ones, when it has
+        any (not those a failed try left pending beside them)."""
+        found = super().search_artifacts(artifact_name, pipeline_info, producer_component_id)
+        published = [artifact for artifact in found if artifact.state == ArtifactState.PUBLISHED]
+        return published or found
 
 
 class InProcessLauncher(in_process_component_launcher.InProcessComponentLauncher):

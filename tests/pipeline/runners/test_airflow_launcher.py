@@ -27,8 +27,8 @@ def test_an_artifact_under_two_keys_is_registered_once_and_others_are_kept():
 
 def register_twice(metadata_class, path):
     """Registers the Pusher's execution of one run twice, as an Airflow retry does, each try with its
-    pending output as TFX's driver prepares it (`pushed_model:<run id>`); returns both executions and
-    both outputs."""
+    pending output as TFX's driver prepares it (`pushed_model:<run id>`), the second try published;
+    returns both executions, both outputs and what the next task would take as its input."""
     pipeline = data_types.PipelineInfo('petpark', str(path / 'root'), run_id='manual__1')
     component = data_types.ComponentInfo('ServingPusher', 'Pusher', pipeline)
     with metadata_class(metadata.sqlite_metadata_connection_config(str(path / 'mlmd.sqlite'))) as store:
@@ -45,7 +45,9 @@ def register_twice(metadata_class, path):
                                    artifact_state='pending', contexts=contexts)
             executions.append(execution)
             outputs.append(pushed)
-        return executions, outputs
+        store.publish_execution(component, output_artifacts={'pushed_model': [pushed]})  # the retry succeeded
+        found = store.search_artifacts('pushed_model', pipeline, 'Pusher')  # what the next task takes as input
+        return executions, outputs, found
 
 
 def test_a_retried_task_reuses_its_execution_without_recording_its_inputs_again(tmp_path):
@@ -53,11 +55,12 @@ def test_a_retried_task_reuses_its_execution_without_recording_its_inputs_again(
     with pytest.raises(mlmd.errors.AlreadyExistsError, match='event already exists'):
         register_twice(metadata.Metadata, tmp_path / 'tfx')  # TFX's own, on a retry
     (tmp_path / 'petpark').mkdir()
-    (first, retry), (failed_output, retried_output) = register_twice(airflow_launcher.OneEventPerArtifactMetadata,
-                                                                     tmp_path / 'petpark')
+    (first, retry), (failed_output, retried_output), found = register_twice(
+        airflow_launcher.OneEventPerArtifactMetadata, tmp_path / 'petpark')
     assert retry.id == first.id
     assert (failed_output.name, retried_output.name) == ('pushed_model:manual__1', 'pushed_model:manual__1:try-2')
     assert retried_output.id and retried_output.id != failed_output.id
+    assert [artifact.id for artifact in found] == [retried_output.id]  # not the one the failed try left pending
 
 
 @pytest.mark.parametrize('name,value,message', [
