@@ -73,15 +73,8 @@ def record_window(metadata: mlmd_store.Target, pipeline_name: str, model_name: s
         context = store.get_context_by_type_and_name(CONTEXT_TYPE, f'{pipeline_name}.{model_name}')
         if context is None:
             context = metadata_store_pb2.Context(type_id=types[CONTEXT_TYPE], name=f'{pipeline_name}.{model_name}')
-        events = []
-        for key, artifact in inputs.items():
-            event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT)
-            event.path.steps.add().key = key
-            events.append((artifact, event))
-        for key, artifact in outputs.items():
-            event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)
-            event.path.steps.add().key = key
-            events.append((artifact, event))
+        events = (mlmd_store.keyed_events(metadata_store_pb2.Event.INPUT, inputs)
+                  + mlmd_store.keyed_events(metadata_store_pb2.Event.OUTPUT, outputs))
         execution_id, _, _ = store.put_execution(execution, events, [context], reuse_context_if_already_exist=True)
         return execution_id
     return mlmd_store.retrying(put)

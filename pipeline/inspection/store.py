@@ -186,6 +186,19 @@ def retrying(call):
             delay = min(delay * 2, 2.0)
 
 
+def keyed_events(kind: int, artifacts: Dict[str, Optional[Artifact]]) -> List[tuple]:
+    """(artifact, event) pairs for MLMD's put_execution: one event of `kind` (Event.INPUT or OUTPUT)
+    per key, its path that key; keys whose artifact is None are left out."""
+    pairs = []
+    for key, artifact in artifacts.items():
+        if artifact is None:
+            continue
+        event = metadata_store_pb2.Event(type=kind)
+        event.path.steps.add().key = key
+        pairs.append((artifact, event))
+    return pairs
+
+
 def first(artifacts: Dict[str, List[Artifact]], key: str) -> Optional[Artifact]:
     """The first artifact under `key`, None when there is none."""
     return (artifacts.get(key) or [None])[0]

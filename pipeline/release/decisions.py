@@ -113,13 +113,7 @@ def record(metadata: Store, pipeline_name: str, model_name: str, kind: str, vers
         name = context_name(pipeline_name, model_name)
         context = store.get_context_by_type_and_name(CONTEXT_TYPE, name) or \
             metadata_store_pb2.Context(type_id=types[CONTEXT_TYPE], name=name)
-        events = []
-        for key, artifact in (inputs or {}).items():
-            if artifact is None:
-                continue
-            event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.INPUT)
-            event.path.steps.add().key = key
-            events.append((artifact, event))
+        events = mlmd_store.keyed_events(metadata_store_pb2.Event.INPUT, inputs or {})
         execution_id, _, _ = store.put_execution(execution, events, [context], reuse_context_if_already_exist=True)
         return execution_id
     return mlmd_store.retrying(put)
