@@ -50,11 +50,13 @@ def model_config(base: str) -> str:
             'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 } } }')
 
 
-def start(name: str, folder: str, config_file: str, mirror_rate: float):
+def start(name: str, folder: str, config_file: str, mirror_rate: float, intra_op: int):
     """`petpark serve` for one of SERVERS; (process, grpc port, rest port, its log folder)."""
     grpc_port, rest_port = free_port(), free_port()
     command = [sys.executable, '-c', 'import sys; from petpark.pipeline.cli import main; sys.exit(main())', 'serve',
                f'--port={grpc_port}', f'--rest_api_port={rest_port}', f'--model_config_file={config_file}']
+    if intra_op:
+        command.append(f'--tensorflow_intra_op_parallelism={intra_op}')
     log_dir = os.path.join(folder, name.replace(' ', '_'), 'logs')
     if name == 'unwritable':
         os.makedirs(os.path.dirname(log_dir))
@@ -88,6 +90,8 @@ def main() -> int:
     parser.add_argument('--calls', type=int, default=200, help='calls per server, path and block')
     parser.add_argument('--blocks', type=int, default=5, help='blocks taken in turn (the first warms up)')
     parser.add_argument('--mirror-rate', type=float, default=1.0, help="the mirror server's --canary_mirror_rate")
+    parser.add_argument('--intra-op', type=int, default=0,
+                        help="every server's --tensorflow_intra_op_parallelism (0: TensorFlow's default, all cores)")
     args = parser.parse_args()
     versions = sorted(glob.glob(os.path.join(os.path.abspath(args.model_dir), '[0-9]*', 'saved_model.pb')))
     if not versions:
@@ -106,11 +110,12 @@ def main() -> int:
     config_file = os.path.join(folder, 'models.config')
     with open(config_file, 'w') as f:
         f.write(model_config(base))
-    print(f'Model {pushed} as versions 1 (stable) and 2 (canary); image {frames[0]}; {os.cpu_count()} cores')
+    print(f'Model {pushed} as versions 1 (stable) and 2 (canary); image {frames[0]}; {os.cpu_count()} cores; '
+          f'intra-op threads per server: {args.intra_op or "all cores"}')
     servers = {}
     try:
         for name in SERVERS:
-            servers[name] = start(name, folder, config_file, args.mirror_rate)
+            servers[name] = start(name, folder, config_file, args.mirror_rate, args.intra_op)
         body = {'signature_name': SIGNATURE, 'instances': [{'b64': base64.b64encode(image).decode()}]}
         request = grpc_request(image)
         request.model_spec.version_label = 'stable'

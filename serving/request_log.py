@@ -95,7 +95,8 @@ def tensor(dtype: int, shape: Sequence[int], values: Iterable) -> bytes:
     if dtype == DT_STRING:
         return encoded + b''.join(_field(8, value) for value in values)
     if dtype == DT_FLOAT:
-        return encoded + _field(5, b''.join(struct.pack('<f', float(v)) for v in values))
+        values = list(values)
+        return encoded + _field(5, struct.pack(f'<{len(values)}f', *values))
     if dtype == DT_INT64:
         return encoded + _field(10, b''.join(_varint(int(v)) for v in values))
     raise ValueError(f'unsupported dtype {dtype}')
@@ -107,9 +108,9 @@ def tensor_map(field_number: int, tensors: Dict[str, bytes]) -> bytes:
                     for key, value in sorted(tensors.items()))
 
 
-def predict_request(spec: bytes, inputs: Dict[str, bytes]) -> bytes:
-    """tensorflow.serving.PredictRequest: model_spec = 1, inputs = 2."""
-    return _field(1, spec) + tensor_map(2, inputs)
+def predict_request(spec: bytes, inputs: Dict[str, bytes], output_filter: Sequence[str] = ()) -> bytes:
+    """tensorflow.serving.PredictRequest: model_spec = 1, inputs = 2, output_filter = 3."""
+    return _field(1, spec) + tensor_map(2, inputs) + b''.join(_field(3, name.encode()) for name in output_filter)
 
 
 def predict_response(spec: bytes, outputs: Dict[str, bytes]) -> bytes:
@@ -332,18 +333,23 @@ class RequestLogger:
 
     `log(model_name, build)` decides sampling first; only a sampled request's `build()` (which
     returns the encoded PredictionLog, or a tuple of them written together into one file) runs, in
-    the writer thread. Counts: `logged[model]` and
+    the writer thread. After a failed write (a full disk, a read-only folder), records are dropped
+    unbuilt for `pause_seconds`, then one write is tried again: a folder that stays unwritable costs
+    the request path a clock read, not a record built and thrown away. Counts: `logged[model]` and
     `dropped[(model, reason)]`.
     """
 
     def __init__(self, files: RotatingFiles, sampling_rate: float, max_queued: int = 1024,
-                 random_fraction: Callable[[], float] = random.random):
+                 random_fraction: Callable[[], float] = random.random, pause_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
         if not 0.0 <= sampling_rate <= 1.0:
             raise ValueError(f'sampling_rate must be between 0 and 1, got {sampling_rate}')
         self.files, self.sampling_rate = files, sampling_rate
         self._random = random_fraction
         self._queue: 'queue.Queue' = queue.Queue(maxsize=max_queued)
         self._lock = threading.Lock()
+        self._pause_seconds, self._clock = pause_seconds, clock
+        self._paused_until, self._pause_reason = float('-inf'), ''
         self.logged: Dict[str, int] = collections.Counter()
         self.dropped: Dict[Tuple[str, str], int] = collections.Counter()
         self._last_error = 0.0
@@ -359,11 +365,20 @@ class RequestLogger:
         the caller already decided (it drew sampled() before preparing the builder)."""
         if not (self.sampled() if sampled is None else sampled):
             return False
+        if self._paused(model_name):
+            return False
         try:
             self._queue.put_nowait((model_name, build))
         except queue.Full:
             self._count_drop(model_name, 'queue_full')
             return False
+        return True
+
+    def _paused(self, model_name: str) -> bool:
+        """True (and the record counted as dropped) while writes are paused after a failed one."""
+        if self._clock() >= self._paused_until:
+            return False
+        self._count_drop(model_name, self._pause_reason)
         return True
 
     def _count_drop(self, model_name: str, reason: str) -> None:
@@ -393,6 +408,8 @@ class RequestLogger:
                 self._warn(f'request log: {type(e).__name__}: {e}')
 
     def _write(self, model_name: str, build: Callable[[], Union[bytes, Tuple[bytes, ...]]]) -> None:
+        if self._paused(model_name):  # queued before the failed write: dropped like those after it
+            return
         try:
             built = build()
             group = built if isinstance(built, tuple) else (built,)  # a group lands together, in one file
@@ -404,7 +421,9 @@ class RequestLogger:
         try:
             self.files.write(record)
         except OSError as e:
-            self._count_drop(model_name, _reason(e))
+            self._pause_reason = _reason(e)
+            self._paused_until = self._clock() + self._pause_seconds
+            self._count_drop(model_name, self._pause_reason)
             self._warn(f'request log: dropping records: {e.strerror or e} ({self.files.folder})')
             return
         with self._lock:

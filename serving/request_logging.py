@@ -73,25 +73,26 @@ def as_signature_types(inputs: Dict[str, np.ndarray], signature) -> Dict[str, np
     return typed
 
 
-def _predict_request(spec: bytes, inputs: Dict[str, np.ndarray], output_filter: Sequence[str]) -> bytes:
-    from tensorflow_serving.apis import predict_pb2
-
+def _tensor(value) -> bytes:
+    """An encoded TensorProto as TF Serving answers it (values in the typed field): strings and
+    float32 written directly, the cheap common case of image requests and scores; other dtypes
+    through TensorFlow's proto."""
+    array = np.asarray(value)
+    flat = array.ravel()
+    if array.dtype == np.float32:
+        return request_log.tensor(request_log.DT_FLOAT, array.shape, flat)
+    if (array.dtype == object or array.dtype.kind == 'S') and all(isinstance(v, bytes) for v in flat):
+        return request_log.tensor(request_log.DT_STRING, array.shape, flat)
     from petpark.serving import tensor_proto
-    request = predict_pb2.PredictRequest.FromString(request_log.predict_request(spec, {}))
-    for alias, value in sorted(inputs.items()):
-        request.inputs[alias].CopyFrom(tensor_proto.as_proto_field(value))
-    request.output_filter.extend(output_filter)
-    return request.SerializeToString()
+    return tensor_proto.as_proto_field(array).SerializeToString()
+
+
+def _predict_request(spec: bytes, inputs: Dict[str, np.ndarray], output_filter: Sequence[str]) -> bytes:
+    return request_log.predict_request(spec, {alias: _tensor(value) for alias, value in inputs.items()}, output_filter)
 
 
 def _predict_response(spec: bytes, outputs: Dict[str, np.ndarray]) -> bytes:
-    from tensorflow_serving.apis import predict_pb2
-
-    from petpark.serving import tensor_proto
-    response = predict_pb2.PredictResponse.FromString(request_log.predict_response(spec, {}))
-    for alias, value in sorted(outputs.items()):
-        response.outputs[alias].CopyFrom(tensor_proto.as_proto_field(value))
-    return response.SerializeToString()
+    return request_log.predict_response(spec, {alias: _tensor(value) for alias, value in outputs.items()})
 
 
 def _predict_record(spec: bytes, inputs: Dict[str, np.ndarray], outputs: Dict[str, np.ndarray],
@@ -110,7 +111,7 @@ class Mirrored:
     inputs: Dict[str, np.ndarray]
     stable_outputs: Dict[str, np.ndarray]
     canary_outputs: Optional[Dict[str, np.ndarray]]  # None: the canary failed
-    stable_micros: int
+    stable_micros: Optional[int]  # None: stable was not re-timed beside the canary (serving/mirror.py)
     canary_micros: int
     origin: str = ''
     output_filter: Tuple[str, ...] = ()

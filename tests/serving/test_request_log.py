@@ -143,6 +143,35 @@ def test_a_record_that_fails_to_build_is_counted_and_the_writer_goes_on(tmp_path
     assert logger.counts() == ({'petpark': 1}, {('petpark', 'unencodable'): 1})
 
 
+def test_after_a_failed_write_records_are_dropped_unbuilt_until_the_pause_ends(tmp_path):
+    (tmp_path / 'taken').write_text('a file where the log folder should be')
+    now = [0.0]
+    logger = request_log.RequestLogger(request_log.RotatingFiles(str(tmp_path / 'taken' / 'logs' / 'p')),
+                                       sampling_rate=1.0, pause_seconds=5.0, clock=lambda: now[0])
+    built = []
+
+    def build():
+        built.append(now[0])
+        return image_request(b'x')
+
+    def drops():
+        return sum(logger.counts()[1].values())
+
+    logger.log('petpark', build)
+    deadline = time.monotonic() + 10
+    while drops() < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    now[0] = 4.9
+    for _ in range(50):
+        assert logger.log('petpark', build) is False  # refused on the request path, nothing queued
+    assert built == [0.0] and drops() == 51
+    now[0] = 5.0
+    logger.log('petpark', build)  # the pause is over: one write is tried again
+    logger.close()
+    assert built == [0.0, 5.0]
+    assert logger.counts() == ({}, {('petpark', 'write_error'): 52})
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason='making a read-only folder that root cannot write needs a mount')
 def test_a_read_only_or_full_disk_drops_records_and_counts_them(tmp_path):
     mount = tmp_path / 'small'
