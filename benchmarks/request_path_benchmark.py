@@ -8,6 +8,9 @@ Serves one pushed petpark model as two versions (1 labelled `stable`, 2 `canary`
 - logging: every request logged (sampling_rate 1.0);
 - unwritable: every request "logged" into a folder that cannot be created (a file stands in its
   path): every record dropped, counted;
+- both logging servers are also asked with their logging file re-read at sampling_rate 0 ("logging
+  at 0", "unwritable at 0"): that compares logging on and off within one process, free of the
+  several percent two identical processes differ by;
 - mirror: the requests `stable` answers mirrored to `canary` (--canary_mirror_rate, --mirror-rate
   here, default 1.0), the pairs logged (sampling_rate 0: only them).
 A client asks for `stable` one request at a time, over REST and gRPC, in blocks taken in turn across
@@ -42,6 +45,14 @@ from petpark.monitoring import canary, logs  # noqa: E402
 from petpark.serving.ports import free_port  # noqa: E402
 
 SERVERS = ('off', 'off again', 'logging', 'unwritable', 'mirror')
+TOGGLED = ('logging', 'unwritable')  # also asked at sampling_rate 0, see above
+ROWS = ('off', 'off again', 'logging', 'logging at 0', 'unwritable', 'unwritable at 0', 'mirror')
+RELOAD_SECONDS = 6  # petpark serve re-reads its logging file every 5 s
+
+
+def logging_config(log_dir: str, rate: float) -> str:
+    return (f'sampling_config {{ sampling_rate: {rate} }} '
+            f'log_collector_config {{ filename_prefix: "{os.path.join(log_dir, "petpark")}" }}')
 
 
 def model_config(base: str) -> str:
@@ -65,8 +76,7 @@ def start(name: str, folder: str, config_file: str, mirror_rate: float, intra_op
         rate = 0.0 if name == 'mirror' else 1.0
         logging_file = os.path.join(folder, f'{name}.logging.config')
         with open(logging_file, 'w') as f:
-            f.write(f'sampling_config {{ sampling_rate: {rate} }} '
-                    f'log_collector_config {{ filename_prefix: "{os.path.join(log_dir, "petpark")}" }}')
+            f.write(logging_config(log_dir, rate))
         command.append(f'--request_logging_config_file={logging_file}')
     if name == 'mirror':
         command.append(f'--canary_mirror_rate={mirror_rate}')
@@ -121,15 +131,23 @@ def main() -> int:
         request.model_spec.version_label = 'stable'
         session = requests.Session()
         calls = {}
-        for name, (_, grpc_port, rest_port, _) in servers.items():
+        for name in ROWS:
+            _, grpc_port, rest_port, _ = servers[name.replace(' at 0', '')]
             stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f'127.0.0.1:{grpc_port}'))
             url = f'http://127.0.0.1:{rest_port}/v1/models/petpark/labels/stable:predict'
             calls[(name, 'REST')] = lambda url=url: session.post(url, json=body, timeout=30).raise_for_status()
             calls[(name, 'gRPC')] = lambda stub=stub: stub.Predict(request, timeout=30)
         samples = {key: [] for key in calls}
         failures = {key: 0 for key in calls}
+        rates = dict.fromkeys(TOGGLED, 1.0)
         for block in range(args.blocks):
             for key, call in calls.items():
+                server, wanted = key[0].replace(' at 0', ''), 0.0 if key[0].endswith(' at 0') else 1.0
+                if server in TOGGLED and wanted != rates[server]:
+                    rates[server] = wanted
+                    with open(os.path.join(folder, f'{server}.logging.config'), 'w') as f:
+                        f.write(logging_config(servers[server][3], wanted))
+                    time.sleep(RELOAD_SECONDS)
                 for _ in range(args.calls):
                     start_at = time.perf_counter()
                     try:
@@ -150,10 +168,13 @@ def main() -> int:
           'taken in turn):')
     for path in ('REST', 'gRPC'):
         base50 = percentiles(samples[('off', path)])[0]
-        for name in SERVERS:
+        for name in ROWS:
             p50, p99 = percentiles(samples[(name, path)]) if samples[(name, path)] else (float('nan'),) * 2
-            print(f'  {path:<4} {name:<10} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  p50 vs off {p50 / base50 - 1:+6.1%}'
+            print(f'  {path:<4} {name:<15} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  p50 vs off {p50 / base50 - 1:+6.1%}'
                   f'  failed {failures[(name, path)]}')
+        for name in TOGGLED:
+            same = percentiles(samples[(name, path)])[0] / percentiles(samples[(f'{name} at 0', path)])[0] - 1
+            print(f'  {path:<4} {name} at 1.0 vs the same server at 0: p50 {same:+.1%}')
     total = args.blocks * args.calls * 2
     written = {name: sum(len(logs.file_records(path)) for path in logs.log_files(servers[name][3]))
                for name in ('logging', 'mirror')}
