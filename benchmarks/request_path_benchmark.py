@@ -12,7 +12,10 @@ Serves one pushed petpark model as two versions (1 labelled `stable`, 2 `canary`
   at 0", "unwritable at 0"): that compares logging on and off within one process, free of the
   several percent two identical processes differ by;
 - mirror: the requests `stable` answers mirrored to `canary` (--canary_mirror_rate, --mirror-rate
-  here, default 1.0), the pairs logged (sampling_rate 0: only them).
+  here, default 1.0), the pairs logged (sampling_rate 0: only them); also asked with the `canary`
+  label taken out of its model config ("mirror at 0": nothing to mirror to), which compares
+  mirroring on and off inside one process. Its Prometheus counters give how many of the measured
+  requests were mirrored and how many were not (the mirror runs only on CPU stable leaves idle).
 A client asks for `stable` one request at a time, over REST and gRPC, in blocks taken in turn across
 the five servers so that they see the same machine; p50/p99 and each server's added p50 against
 `off` are printed, then what each one wrote (records, mirrored pairs). Targets (docs/monitoring.md,
@@ -45,9 +48,10 @@ from petpark.monitoring import canary, logs  # noqa: E402
 from petpark.serving.ports import free_port  # noqa: E402
 
 SERVERS = ('off', 'off again', 'logging', 'unwritable', 'mirror')
-TOGGLED = ('logging', 'unwritable')  # also asked at sampling_rate 0, see above
-ROWS = ('off', 'off again', 'logging', 'logging at 0', 'unwritable', 'unwritable at 0', 'mirror')
+TOGGLED = ('logging', 'unwritable', 'mirror')  # also asked "at 0", see above
+ROWS = ('off', 'off again', 'logging', 'logging at 0', 'unwritable', 'unwritable at 0', 'mirror', 'mirror at 0')
 RELOAD_SECONDS = 6  # petpark serve re-reads its logging file every 5 s
+MODEL_CONFIG_POLL_SECONDS = 1  # the mirror server's --model_config_file_poll_wait_seconds
 
 
 def logging_config(log_dir: str, rate: float) -> str:
@@ -55,10 +59,33 @@ def logging_config(log_dir: str, rate: float) -> str:
             f'log_collector_config {{ filename_prefix: "{os.path.join(log_dir, "petpark")}" }}')
 
 
-def model_config(base: str) -> str:
+def model_config(base: str, canary: bool = True) -> str:
+    labels = 'version_labels { key: "stable" value: 1 } ' + ('version_labels { key: "canary" value: 2 } ' if canary else '')
     return (f'model_config_list {{ config {{ name: "petpark" base_path: "{base}" model_platform: "tensorflow" '
-            'model_version_policy { specific { versions: 1 versions: 2 } } '
-            'version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 2 } } }')
+            f'model_version_policy {{ specific {{ versions: 1 versions: 2 }} }} {labels}}} }}')
+
+
+def toggle(server: str, folder: str, log_dir: str, base: str, on: bool) -> None:
+    """Logging at sampling_rate 1.0 or 0, or the mirror server's canary label in or out; waits
+    until the server has re-read the file."""
+    if server == 'mirror':
+        with open(os.path.join(folder, 'mirror.models.config'), 'w') as f:
+            f.write(model_config(base, canary=on))
+        time.sleep(MODEL_CONFIG_POLL_SECONDS * 3)
+        return
+    with open(os.path.join(folder, f'{server}.logging.config'), 'w') as f:
+        f.write(logging_config(log_dir, 1.0 if on else 0.0))
+    time.sleep(RELOAD_SECONDS)
+
+
+def mirror_counts(rest_port: int) -> dict:
+    """The mirror server's :petpark:serving:canary_mirror_count by outcome."""
+    counts = {}
+    for line in requests.get(f'http://127.0.0.1:{rest_port}/metrics', timeout=10).text.splitlines():
+        if line.startswith(':petpark:serving:canary_mirror_count{'):
+            labels, value = line.rsplit(' ', 1)
+            counts[labels.split('outcome="')[1].split('"')[0]] = int(float(value))
+    return counts
 
 
 def start(name: str, folder: str, config_file: str, mirror_rate: float, intra_op: int):
@@ -79,7 +106,15 @@ def start(name: str, folder: str, config_file: str, mirror_rate: float, intra_op
             f.write(logging_config(log_dir, rate))
         command.append(f'--request_logging_config_file={logging_file}')
     if name == 'mirror':
-        command.append(f'--canary_mirror_rate={mirror_rate}')
+        mirror_config = os.path.join(folder, 'mirror.models.config')
+        shutil.copyfile(config_file, mirror_config)
+        monitoring_file = os.path.join(folder, 'monitoring.config')
+        with open(monitoring_file, 'w') as f:
+            f.write('prometheus_config { enable: true path: "/metrics" }')
+        command = [c for c in command if not c.startswith('--model_config_file=')]
+        command += [f'--canary_mirror_rate={mirror_rate}', f'--model_config_file={mirror_config}',
+                    f'--model_config_file_poll_wait_seconds={MODEL_CONFIG_POLL_SECONDS}',
+                    f'--monitoring_config_file={monitoring_file}']
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -92,6 +127,17 @@ def start(name: str, folder: str, config_file: str, mirror_rate: float, intra_op
         time.sleep(0.5)
     process.kill()
     raise RuntimeError(f'petpark serve ({name}) did not load both versions within 180 s')
+
+
+def drained(rest_port: int, limit_seconds: float = 120) -> dict:
+    """The mirror's counts once its process has started and its queue is empty (they stop changing)."""
+    deadline, counts = time.monotonic() + limit_seconds, mirror_counts(rest_port)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        previous, counts = counts, mirror_counts(rest_port)
+        if counts == previous and counts.get('mirrored'):
+            break
+    return counts
 
 
 def main() -> int:
@@ -139,15 +185,15 @@ def main() -> int:
             calls[(name, 'gRPC')] = lambda stub=stub: stub.Predict(request, timeout=30)
         samples = {key: [] for key in calls}
         failures = {key: 0 for key in calls}
-        rates = dict.fromkeys(TOGGLED, 1.0)
+        on, counted_from = dict.fromkeys(TOGGLED, True), {}
         for block in range(args.blocks):
+            if block == 1:
+                counted_from = drained(servers['mirror'][2])
             for key, call in calls.items():
-                server, wanted = key[0].replace(' at 0', ''), 0.0 if key[0].endswith(' at 0') else 1.0
-                if server in TOGGLED and wanted != rates[server]:
-                    rates[server] = wanted
-                    with open(os.path.join(folder, f'{server}.logging.config'), 'w') as f:
-                        f.write(logging_config(servers[server][3], wanted))
-                    time.sleep(RELOAD_SECONDS)
+                server, wanted = key[0].replace(' at 0', ''), not key[0].endswith(' at 0')
+                if server in TOGGLED and wanted != on[server]:
+                    on[server] = wanted
+                    toggle(server, folder, servers[server][3], base, wanted)
                 for _ in range(args.calls):
                     start_at = time.perf_counter()
                     try:
@@ -158,6 +204,7 @@ def main() -> int:
                     if block:
                         samples[key].append(time.perf_counter() - start_at)
         time.sleep(1)  # the mirror's queue drains
+        counted = mirror_counts(servers['mirror'][2])
     finally:
         for process, *_ in servers.values():
             process.terminate()
@@ -174,8 +221,13 @@ def main() -> int:
                   f'  failed {failures[(name, path)]}')
         for name in TOGGLED:
             same = percentiles(samples[(name, path)])[0] / percentiles(samples[(f'{name} at 0', path)])[0] - 1
-            print(f'  {path:<4} {name} at 1.0 vs the same server at 0: p50 {same:+.1%}')
+            print(f'  {path:<4} {name} at {args.mirror_rate if name == "mirror" else 1.0:g} vs the same server at 0: '
+                  f'p50 {same:+.1%}')
     total = args.blocks * args.calls * 2
+    outcomes = {k: counted.get(k, 0) - counted_from.get(k, 0) for k in set(counted) | set(counted_from)}
+    print(f'Mirror, in the measured blocks: {outcomes.get("mirrored", 0)} of {measured * 2} requests to `stable` '
+          f'mirrored; not mirrored: ' + (', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()) if k != 'mirrored')
+                                         or 'none'))
     written = {name: sum(len(logs.file_records(path)) for path in logs.log_files(servers[name][3]))
                for name in ('logging', 'mirror')}
     pairs = canary.read_pairs(servers['mirror'][3], 'petpark')

@@ -165,6 +165,7 @@ def serve(args: argparse.Namespace) -> int:
     from petpark.serving.grpc_service import GrpcServer
     from petpark.serving.metrics import ServingMetrics
     from petpark.serving.mirror import CanaryMirror
+    from petpark.serving.mirror_process import MirrorProcess
     from petpark.serving.model_store import ModelStore, State
     from petpark.serving.server import RestServer
     configure_tensorflow(args)
@@ -181,8 +182,9 @@ def serve(args: argparse.Namespace) -> int:
         args.request_log_retention_seconds, args.request_log_max_queued))
     if request_logs.enabled:
         metrics.request_log_counts = request_logs.counts
-    request_logs.mirror = mirror = CanaryMirror(store, request_logs, args.canary_mirror_rate,
-                                                args.canary_mirror_max_queued)
+    request_logs.mirror = mirror = CanaryMirror(
+        store, request_logs, args.canary_mirror_rate, args.canary_mirror_max_queued,
+        process=MirrorProcess(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism))
     if mirror.rate:
         metrics.mirror_counts = mirror.snapshot
     metrics_path = None

@@ -7,25 +7,27 @@ logged side by side in the request log (request_logging.mirrored_records) for `p
 A request is mirrored when the version that answered it is the one labelled `stable` and a
 different version is labelled `canary` (labels in --model_config_file, moved by `petpark promote`).
 The request path only draws the sample and queues the request (a bounded queue; a full one drops
-the mirror, counted, and the request is logged as usual). One thread runs the canary, one request at
-a time, so mirroring never takes more than one core's worth of inference threads from stable
-traffic; it never dies of an error (a canary that fails is logged as a failed answer). For the
-latency comparison that thread also runs the stable version on every STABLE_TIMED_EVERY-th mirrored
-request, the two back to back in a random order, so both versions are timed by the same thread under
-the same load while mirroring costs about one extra inference per request, not two (the client's
-answer and the logged stable outputs stay those of the request path; the other pairs carry the
-canary's time only). Predict requests are mirrored (REST and gRPC); Classify and Regress are not.
+the mirror, counted, and the request is logged as usual). One thread hands the queued requests, one
+at a time, to a separate process at the lowest CPU priority (serving/mirror_process.py), which runs
+the canary on the SavedModel the server serves: a mirrored inference takes only CPU that no stable
+request wants, and shares neither the server's TensorFlow thread pools nor its interpreter lock. The
+thread never dies of an error (a canary that fails is logged as a failed answer; a process that dies
+or hangs is started again, the request counted). For the latency comparison the process also runs
+the stable version on every STABLE_TIMED_EVERY-th mirrored request, the two back to back in a random
+order, so both versions are timed by the same thread at the same priority (the client's answer and
+the logged stable outputs stay those of the request path; the other pairs carry the canary's time
+only). Predict requests are mirrored (REST and gRPC); Classify and Regress are not.
 """
 import logging
 import queue
 import random
 import threading
-import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from petpark.serving.log_limits import RateLimitedLog
+from petpark.serving.mirror_process import MirrorProcess
 from petpark.serving.request_logging import Mirrored, ServingLog
 
 SOURCE_LABEL, TARGET_LABEL = 'stable', 'canary'
@@ -37,7 +39,7 @@ class CanaryMirror:
     """Mirrors a share (`rate`) of stable's Predict requests to the canary version."""
 
     def __init__(self, store, request_logs: ServingLog, rate: float, max_queued: int = 64,
-                 random_fraction: Callable[[], float] = random.random):
+                 random_fraction: Callable[[], float] = random.random, process: Optional[MirrorProcess] = None):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f'--canary_mirror_rate must be between 0 and 1, got {rate}')
         if rate > 0 and not request_logs.enabled:
@@ -45,6 +47,7 @@ class CanaryMirror:
                              'give --request_logging_config_file as well')
         self.store, self.request_logs, self.rate = store, request_logs, rate
         self._random = random_fraction
+        self.process = process or MirrorProcess()
         self._queue: 'queue.Queue' = queue.Queue(maxsize=max_queued)
         self._lock = threading.Lock()
         self._counts: Dict[Tuple[str, str], int] = {}  # (model, outcome) -> requests
@@ -58,7 +61,8 @@ class CanaryMirror:
         if not self.rate:
             return 'canary mirroring off'
         return (f'canary mirroring: {self.rate:g} of the requests `{SOURCE_LABEL}` answers, to `{TARGET_LABEL}` '
-                '(only when both labels name different versions), logged in the request log')
+                '(only when both labels name different versions), run in a separate process at the lowest CPU '
+                'priority, logged in the request log')
 
     def _count(self, model: str, outcome: str) -> None:
         with self._lock:
@@ -91,6 +95,7 @@ class CanaryMirror:
         while True:
             job = self._queue.get()
             if job is None:
+                self.process.stop()
                 return
             try:
                 self._mirror(*job)
@@ -100,33 +105,27 @@ class CanaryMirror:
 
     def _mirror(self, model: str, stable: int, canary: int, signature: str, inputs, outputs, micros: int,
                 origin: str, output_filter: Tuple[str, ...]) -> None:
-        timed, stable_micros = {}, None
         time_stable = self._handled % STABLE_TIMED_EVERY == 0
         self._handled += 1
-        for version in random.sample((stable, canary), 2) if time_stable else (canary,):  # back to back, either order
-            timed[version] = self._timed_run(model, version, signature, inputs, output_filter)
+        paths = {v: self.store.version_path(model, v) for v in (stable, canary)}
+        order = random.sample((stable, canary), 2) if time_stable else (canary,)  # back to back, either order
+        runs = self.process.run(model, [(v, paths[v]) for v in order], list(paths.values()), signature, inputs,
+                                output_filter)
+        timed = {}
+        for version, version_outputs, failure, version_micros in runs:
+            if failure:  # the canary's failure is part of what is judged
+                _log.warning('canary mirror: version %s of %s failed a mirrored request: %s', version, model, failure)
+            timed[version] = version_outputs, version_micros
         canary_outputs, canary_micros = timed[canary]
+        stable_micros = None
         if time_stable:
             stable_micros = timed[stable][1] if timed[stable][0] is not None else micros
         logged = self.request_logs.mirrored(Mirrored(model, stable, canary, signature, inputs, outputs, canary_outputs,
                                                      stable_micros, canary_micros, origin, output_filter), self.rate)
         self._count(model, ('mirrored' if canary_outputs is not None else 'canary_failed') if logged else 'not_logged')
 
-    def _timed_run(self, model: str, version: int, signature: str, inputs, output_filter: Tuple[str, ...]):
-        """(outputs or None when the version failed, microseconds the model took)."""
-        start = time.perf_counter()
-        try:
-            with self.store.acquire(model, version) as servable:
-                start = time.perf_counter()
-                outputs = servable.run(signature, inputs, list(output_filter))
-        except Exception as e:  # the canary's failure is part of what is judged
-            _log.warning('canary mirror: version %s of %s failed a mirrored request: %s', version, model,
-                         getattr(e, 'message', e))
-            outputs = None
-        return outputs, int((time.perf_counter() - start) * 1e6)
-
     def close(self, timeout: float = 10.0) -> None:
-        """Mirrors what is queued, then stops (before the request log closes)."""
+        """Mirrors what is queued, then stops the thread and its process (before the request log closes)."""
         if self._thread is None:
             return
         try:

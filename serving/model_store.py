@@ -283,6 +283,15 @@ class ModelStore:
                 raise errors.invalid_argument(f'Unrecognized servable version label: {label}')
             return model.config.version_labels[label]
 
+    def version_path(self, name: str, version: int) -> str:
+        """The folder a version being served was loaded from."""
+        with self._lock:
+            model = self._models.get(name)
+            record = model.versions.get(version) if model else None
+            if record is None or record.state != State.AVAILABLE:
+                raise errors.not_found(f'Servable not found for request: Specific({name}, {version})')
+            return os.path.join(model.config.base_path, str(version))
+
     @contextmanager
     def acquire(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> Iterator[Servable]:
         """The servable for (name, version | label | latest), held for the `with` block."""

@@ -2,8 +2,13 @@
 the request path and logs both answers as a pair; `petpark monitor canary` judges the pairs: a canary
 that changes 2% of decisions fails within 1,000 requests, an identical one passes, one that fails
 requests fails."""
+import base64
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -21,6 +26,7 @@ from petpark.serving.limits import Limits
 from petpark.serving.metrics import ServingMetrics
 from petpark.serving.mirror import CanaryMirror
 from petpark.serving.model_store import ModelStore
+from petpark.serving.ports import free_port
 from petpark.serving.server import RestServer
 from tests.serving.model_fixtures import build_brightness_classifier, build_linear_model, grey_png
 
@@ -103,13 +109,23 @@ def traffic(stub, count=REQUESTS):
         assert tf.make_ndarray(response.outputs['scores'])[0][1] == pytest.approx(level / 255, abs=1e-5)
 
 
+def mirrored(mirror, count, timeout=180):
+    """Waits until the mirror has logged `count` pairs (it runs only on CPU the requests leave)."""
+    deadline = time.monotonic() + timeout
+    while mirror.snapshot().get((MODEL, 'mirrored'), 0) < count:
+        assert time.monotonic() < deadline, f'{mirror.snapshot()} after {timeout} s, {count} mirrored expected'
+        time.sleep(0.1)
+
+
 def test_a_canary_changing_two_percent_of_decisions_fails_within_1000_requests_and_an_identical_one_passes(serving):
     flipping = sum(FLIP_LEVELS[0] <= index * 97 % 256 < FLIP_LEVELS[1] for index in range(REQUESTS))
     assert flipping / REQUESTS >= 0.02
     serving['store'].reload_config(config(serving['versions'], 1, 2))
     traffic(serving['stub'])
+    mirrored(serving['mirror'], REQUESTS)  # the label moves after the queued requests are mirrored
     serving['store'].reload_config(config(serving['versions'], 1, 3))
     traffic(serving['stub'])
+    mirrored(serving['mirror'], 2 * REQUESTS)
     serving['store'].reload_config(config(serving['versions'], 1, None))
     traffic(serving['stub'], 50)  # no canary: nothing mirrored
     serving['finish']()
@@ -133,7 +149,7 @@ def test_a_canary_changing_two_percent_of_decisions_fails_within_1000_requests_a
 
 def test_rest_requests_are_mirrored_as_grpc_ones_and_the_pair_carries_both_answers_and_times(serving):
     serving['store'].reload_config(config(serving['versions'], 1, 3))
-    body = {'signature_name': SIGNATURE, 'instances': [{'b64': __import__('base64').b64encode(grey_png(130)).decode()}]}
+    body = {'signature_name': SIGNATURE, 'instances': [{'b64': base64.b64encode(grey_png(130)).decode()}]}
     answer = requests.post(f"{serving['rest']}/v1/models/{MODEL}/labels/stable:predict", json=body,
                            headers={'x-petpark-camera': 'gate-2'}, timeout=30)
     assert answer.status_code == 200 and answer.json()['predictions'][0][1] == pytest.approx(130 / 255, abs=1e-5)
@@ -155,6 +171,79 @@ def test_a_canary_that_fails_requests_fails_and_stable_answers_every_client(serv
     verdict = canary.judge(pairs, TOLERANCES)
     assert verdict['verdict'] == canary.FAIL and verdict['numbers']['canary_errors'] == 150
     assert any('failed 150 of 150' in reason for reason in verdict['reasons'])
+
+
+def test_the_canary_runs_in_a_process_at_the_lowest_priority_started_again_after_it_dies_or_hangs(serving):
+    mirror = serving['mirror']
+    serving['store'].reload_config(config(serving['versions'], 1, 2))
+    traffic(serving['stub'], 20)
+    mirrored(mirror, 20)
+    first = mirror.process.pid
+    assert first != os.getpid() and mirror.process.priority == 'SCHED_IDLE'
+    threads = os.listdir(f'/proc/{first}/task')
+    assert len(threads) > 2 and all(os.sched_getscheduler(int(t)) == os.SCHED_IDLE for t in threads)
+
+    os.kill(first, signal.SIGKILL)  # dies: the next request is counted, the ones after it mirrored again
+    traffic(serving['stub'], 20)
+    mirrored(mirror, 39)
+    second = mirror.process.pid
+    assert second not in (None, first) and mirror.snapshot()[(MODEL, 'error')] == 1
+
+    mirror.process.run_timeout = 3
+    os.kill(second, signal.SIGSTOP)  # hangs: after 3 s it is killed and started again
+    traffic(serving['stub'], 20)
+    mirrored(mirror, 58)
+    assert mirror.process.pid not in (None, first, second) and not os.path.exists(f'/proc/{second}')
+    assert mirror.snapshot() == {(MODEL, 'mirrored'): 58, (MODEL, 'error'): 2}
+
+
+def spawned_processes(pid: int):
+    """The processes any thread of `pid` started through multiprocessing's spawn (not its resource tracker)."""
+    tasks = f'/proc/{pid}/task'
+    children = [child for task in os.listdir(tasks) for child in open(f'{tasks}/{task}/children').read().split()]
+    return [int(child) for child in children if b'spawn_main' in open(f'/proc/{child}/cmdline', 'rb').read()]
+
+
+def test_petpark_serve_mirrors_through_its_process_and_stops_it_with_itself(versions, tmp_path):
+    (tmp_path / 'models.config').write_text(str(config(versions, 1, 2)))
+    (tmp_path / 'logging.config').write_text('sampling_config { sampling_rate: 0.0 }\n'
+                                             f'log_collector_config {{ filename_prefix: "{tmp_path / "logs" / MODEL}" }}\n')
+    rest_port = free_port()
+    with open(tmp_path / 'serve.log', 'w') as output:
+        server = subprocess.Popen(
+            [sys.executable, '-c', 'import sys; from petpark.pipeline.cli import main; sys.exit(main())', 'serve',
+             f'--port={free_port()}', f'--rest_api_port={rest_port}', f"--model_config_file={tmp_path / 'models.config'}",
+             f"--request_logging_config_file={tmp_path / 'logging.config'}", '--canary_mirror_rate=1.0'],
+            stdout=output, stderr=subprocess.STDOUT)
+    try:
+        url = f'http://127.0.0.1:{rest_port}/v1/models/{MODEL}/labels/stable:predict'
+        body = {'signature_name': SIGNATURE, 'instances': [{'b64': base64.b64encode(grey_png(200)).decode()}]}
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.post(url, json=body, timeout=10).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, (tmp_path / 'serve.log').read_text()
+            time.sleep(0.3)
+        for _ in range(29):
+            assert requests.post(url, json=body, timeout=10).ok
+        while not (children := spawned_processes(server.pid)):  # the mirror's starts with the first mirrored request
+            assert time.monotonic() < deadline, 'no mirror process'
+            time.sleep(0.1)
+        (mirror_pid,) = children
+        assert os.sched_getscheduler(mirror_pid) == os.SCHED_IDLE
+        time.sleep(5)  # stable's 30 answers mirrored before the server is stopped
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0
+    assert not os.path.exists(f'/proc/{mirror_pid}'), 'the mirror process outlived the server'
+    log = (tmp_path / 'serve.log').read_text()
+    assert 'run in a separate process at the lowest CPU priority' in log and 'Traceback' not in log, log
+    pairs = canary.read_pairs(str(tmp_path / 'logs'), MODEL)
+    assert len(pairs) == 30 and {(p.stable_version, p.canary_version) for p in pairs} == {(1, 2)}
+    assert all(p.canary_scores[0] == pytest.approx(200 / 255, abs=1e-5) for p in pairs)
 
 
 def test_the_mirror_never_slows_or_fails_a_request_when_its_queue_is_full(versions, tmp_path):
