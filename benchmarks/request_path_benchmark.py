@@ -41,6 +41,7 @@ from petpark.pipeline import console
 console.quiet_libraries(numbers_only=True)
 
 import grpc  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
 from serving_benchmark import SIGNATURE, grpc_request, percentiles  # noqa: E402
@@ -80,12 +81,9 @@ def toggle(server: str, folder: str, log_dir: str, base: str, on: bool) -> None:
 
 def mirror_counts(rest_port: int) -> dict:
     """The mirror server's :petpark:serving:canary_mirror_count by outcome."""
-    counts = {}
-    for line in requests.get(f'http://127.0.0.1:{rest_port}/metrics', timeout=10).text.splitlines():
-        if line.startswith(':petpark:serving:canary_mirror_count{'):
-            labels, value = line.rsplit(' ', 1)
-            counts[labels.split('outcome="')[1].split('"')[0]] = int(float(value))
-    return counts
+    text = requests.get(f'http://127.0.0.1:{rest_port}/metrics', timeout=10).text
+    return {sample.labels['outcome']: int(sample.value) for family in text_string_to_metric_families(text)
+            if family.name == ':petpark:serving:canary_mirror_count' for sample in family.samples}
 
 
 def start(name: str, folder: str, config_file: str, mirror_rate: float, intra_op: int):
